@@ -1,0 +1,30 @@
+# Two commands do all set-up: `make demo` and `make test`. Each creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The stamps re-run the install whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/xyoptics train experiments/xor_all_to_all.yaml --out runs/demo
+
+test: $(VENV)/.installed-test
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/relax.py --out benchmarks/results/relax.json
+
+clean:
+	rm -rf $(VENV) runs

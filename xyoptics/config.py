@@ -1,0 +1,114 @@
+"""Training configuration: a YAML file validated by pydantic before any work starts.
+
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AllToAllConfig(Strict):
+    """All-to-all network; input and output counts come from the task."""
+
+    kind: Literal["all_to_all"]
+    hidden: int = Field(ge=0, description="number of hidden spins")
+
+
+class LayeredConfig(Strict):
+    """Dense layered network: task inputs, these hidden layers, task outputs."""
+
+    kind: Literal["layered"]
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+
+
+ArchitectureConfig = Annotated[Union[AllToAllConfig, LayeredConfig], Field(discriminator="kind")]
+
+
+class InitConfig(Strict):
+    """w ~ N(0, coupling_std^2) (default 1/sqrt(mean degree)), h ~ U(0, bias_max), psi ~ U(-pi, pi)."""
+
+    coupling_std: float | None = Field(default=None, gt=0)
+    bias_max: float = Field(default=0.5, ge=0)
+
+
+class EPConfig(Strict):
+    beta: float = Field(default=0.1, gt=0)
+    variant: Literal["one_sided", "symmetric"] = "one_sided"
+    cost: Literal["log_cosine", "cosine"] = "log_cosine"
+    m_init: int = Field(default=1, ge=1, description="random starts per sample and step")
+
+
+class RelaxConfig(Strict):
+    solver: Literal["fire", "euler"] = "fire"
+    tol: float = Field(default=1e-4, gt=0, description="stop when max|force| < tol")
+    max_iter: int = Field(default=20000, ge=1)
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class OptimizerConfig(Strict):
+    kind: Literal["sgd", "momentum", "adam"] = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    trainable: list[Literal["w", "h", "psi"]] = Field(default_factory=lambda: ["w", "h", "psi"], min_length=1)
+
+
+class TrainConfig(Strict):
+    """One training run: task, architecture, EP and relaxation settings, optimiser, schedule, seed."""
+
+    task: Literal["xor"]
+    architecture: ArchitectureConfig
+    init: InitConfig = InitConfig()
+    ep: EPConfig = EPConfig()
+    relax: RelaxConfig = RelaxConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    eval_every: int = Field(default=1, ge=1, description="epochs between accuracy evaluations")
+    seed: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _eval_cadence(self):
+        if self.eval_every > self.epochs:
+            raise ValueError(f"eval_every ({self.eval_every}) exceeds epochs ({self.epochs})")
+        return self
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the offending field."""
+
+
+def describe(err: ValidationError) -> str:
+    """One line per problem: 'field.path: message'."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a training config; raises ConfigError naming every bad field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config {path}:\n{describe(exc)}") from None

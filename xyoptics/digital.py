@@ -1,0 +1,41 @@
+"""``DigitalXYMachine``: the XYMachine seam implemented by numerical relaxation of the model energy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .machine import Equilibrium, Nudge
+from .network import Params, XYNetwork
+from .relax import build_landscape, minimise
+
+
+class DigitalXYMachine:
+    """Relaxes E + beta C with ``solver`` ('fire' or 'euler') to max|force| < ``tol`` (radians^-1 units of
+    the energy) or ``max_iter`` steps, in ``dtype``. Free and nudged phases use the same solver and tolerance."""
+
+    def __init__(self, network: XYNetwork, *, solver: str = "fire", tol: float = 1e-4,
+                 max_iter: int = 20000, dtype=np.float32):
+        self.network = network
+        self.solver, self.tol, self.max_iter = solver, float(tol), int(max_iter)
+        self.dtype = np.dtype(dtype)
+
+    def equilibrate(self, params: Params, inputs: np.ndarray, *, nudge: Nudge | None = None,
+                    start: Equilibrium | None = None,
+                    rng: np.random.Generator | None = None) -> Equilibrium:
+        net = self.network
+        inputs = np.atleast_2d(np.asarray(inputs, dtype=np.float64))
+        if inputs.shape[1] != len(net.inputs):
+            raise ValueError(f"expected {len(net.inputs)} input angles per sample, got {inputs.shape[1]}")
+        if start is None:
+            if rng is None:
+                raise ValueError("a random start needs an explicit numpy Generator (rng)")
+            phases = net.random_phases(rng, inputs)
+        else:
+            phases = net.with_inputs(start.phases, inputs)
+        beta, cost, targets = (0.0, None, None) if nudge is None else (nudge.beta, nudge.cost, nudge.targets)
+        land = build_landscape(net, params, inputs, beta=beta, cost=cost, targets=targets, dtype=self.dtype)
+        res = minimise(land, phases[:, net.free].astype(self.dtype), solver=self.solver, tol=self.tol,
+                       max_iter=self.max_iter)
+        full = phases.astype(self.dtype)
+        full[:, net.free] = res.phases
+        return Equilibrium(full, res.converged, res.iterations, res.max_force)
