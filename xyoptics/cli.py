@@ -18,7 +18,7 @@ def _train(args) -> int:
 
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        summary = train(cfg, out, progress=not args.quiet)
+        summary = train(cfg, out, progress=not args.quiet).summary
     except KeyboardInterrupt:
         print(f"interrupted; partial results saved in {out}", file=sys.stderr)
         return 130

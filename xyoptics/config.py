@@ -75,6 +75,8 @@ class TrainConfig(Strict):
     epochs: int = Field(ge=1)
     batch_size: int = Field(default=4, ge=1)
     eval_every: int = Field(default=1, ge=1, description="epochs between accuracy evaluations")
+    stop_at_accuracy: float | None = Field(default=None, gt=0, le=1,
+                                           description="stop early once an evaluation reaches this test accuracy")
     seed: int = Field(ge=0)
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ class DigitalXYMachine:
         self.dtype = np.dtype(dtype)
 
     def equilibrate(self, params: Params, inputs: np.ndarray, *, nudge: Nudge | None = None,
-                    start: Equilibrium | None = None,
+                    start: Equilibrium | np.ndarray | None = None,
                     rng: np.random.Generator | None = None) -> Equilibrium:
         net = self.network
         inputs = np.atleast_2d(np.asarray(inputs, dtype=np.float64))
@@ -31,7 +31,10 @@ class DigitalXYMachine:
                 raise ValueError("a random start needs an explicit numpy Generator (rng)")
             phases = net.random_phases(rng, inputs)
         else:
-            phases = net.with_inputs(start.phases, inputs)
+            start = start.phases if isinstance(start, Equilibrium) else np.atleast_2d(start)
+            if start.shape != (len(inputs), net.n_spins):
+                raise ValueError(f"start has shape {start.shape}, expected {(len(inputs), net.n_spins)}")
+            phases = net.with_inputs(start, inputs)
         beta, cost, targets = (0.0, None, None) if nudge is None else (nudge.beta, nudge.cost, nudge.targets)
         land = build_landscape(net, params, inputs, beta=beta, cost=cost, targets=targets, dtype=self.dtype)
         res = minimise(land, phases[:, net.free].astype(self.dtype), solver=self.solver, tol=self.tol,

@@ -45,9 +45,10 @@ def _mean_param_gradient(machine: XYMachine, params: Params, eq: Equilibrium) ->
 
 def ep_gradient(machine: XYMachine, params: Params, inputs: np.ndarray, targets: np.ndarray, *,
                 beta: float, cost: Cost, rng: np.random.Generator, variant: str = "one_sided",
-                m_init: int = 1) -> EPEstimate:
+                m_init: int = 1, start: np.ndarray | None = None) -> EPEstimate:
     """EP estimate of dL/dtheta for a batch of ``inputs`` (batch, n_inputs) and ``targets``
-    (batch, n_outputs). Nudged phases start from the free equilibrium of the same sample."""
+    (batch, n_outputs). The free phase starts from random angles drawn with ``rng`` (or from explicit
+    ``start`` angles, shape (batch * m_init, n_spins)); nudged phases start from the free equilibrium."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown EP variant {variant!r}; choose from {VARIANTS}")
     if beta <= 0:
@@ -56,7 +57,7 @@ def ep_gradient(machine: XYMachine, params: Params, inputs: np.ndarray, targets:
         raise ValueError("m_init must be at least 1")
     x = np.tile(np.atleast_2d(inputs), (m_init, 1))
     y = np.tile(np.atleast_2d(targets), (m_init, 1))
-    free = machine.equilibrate(params, x, rng=rng)
+    free = machine.equilibrate(params, x, start=start, rng=rng)
     signs = (1.0,) if variant == "one_sided" else (1.0, -1.0)
     nudged = tuple(machine.equilibrate(params, x, nudge=Nudge(s * beta, y, cost), start=free) for s in signs)
     top = _mean_param_gradient(machine, params, nudged[0])

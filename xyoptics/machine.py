@@ -54,10 +54,11 @@ class XYMachine(Protocol):
     """Settles an XY network for given parameters and inputs.
 
     ``equilibrate`` starts from ``start`` (an earlier equilibrium of the same batch: the state the system is
-    in) or, when ``start`` is None, from every non-input spin drawn uniformly in [-pi, pi) with ``rng``."""
+    in) or, when ``start`` is None, from every non-input spin drawn uniformly in [-pi, pi) with ``rng``.
+    A digital machine also accepts explicit start angles (batch, n_spins)."""
 
     network: XYNetwork
 
     def equilibrate(self, params: Params, inputs: np.ndarray, *, nudge: Nudge | None = None,
-                    start: Equilibrium | None = None,
+                    start: "Equilibrium | np.ndarray | None" = None,
                     rng: np.random.Generator | None = None) -> Equilibrium: ...

@@ -129,27 +129,30 @@ class FIRE:
         b, dtype = len(phi), phi.dtype
         return {"v": np.zeros_like(phi), "dt": np.full((b, 1), self.dt_start * scale, dtype),
                 "alpha": np.full((b, 1), FIRE_ALPHA0, dtype), "n_pos": np.zeros(b, np.int64),
-                "dt_max": np.full((b, 1), self.dt_max * scale, dtype)}
+                "dt_max": dtype.type(self.dt_max * scale)}
 
     def step(self, land: Landscape, phi: np.ndarray, force: np.ndarray, st: dict) -> np.ndarray:
-        v, dt, alpha = st["v"], st["dt"], st["alpha"]
-        uphill = np.sum(force * v, axis=1) < 0.0
-        st["n_pos"] = np.where(uphill, 0, st["n_pos"] + 1)
-        grow = (st["n_pos"] > FIRE_N_MIN)[:, None]
-        up = uphill[:, None]
-        dt = np.where(grow, np.minimum(dt * FIRE_F_INC, st["dt_max"]), dt)
-        dt = np.where(up, dt * FIRE_F_DEC, dt)
-        alpha = np.where(grow, alpha * FIRE_F_ALPHA, alpha)
-        alpha = np.where(up, FIRE_ALPHA0, alpha)
-        v = np.where(up, 0.0, v).astype(phi.dtype)
+        v, dt, alpha, n_pos = st["v"], st["dt"], st["alpha"], st["n_pos"]
+        uphill = (force * v).sum(axis=1) < 0.0
+        n_pos += 1
+        if uphill.any():  # restart: stop, shrink the step, reset the mixing
+            n_pos[uphill] = 0
+            dt[uphill] *= FIRE_F_DEC
+            alpha[uphill] = FIRE_ALPHA0
+            v[uphill] = 0.0
+        grow = n_pos > FIRE_N_MIN
+        if grow.any():
+            dt[grow] = np.minimum(dt[grow] * FIRE_F_INC, st["dt_max"])
+            alpha[grow] *= FIRE_F_ALPHA
         v += dt * force
-        v_norm = np.sqrt(np.sum(v * v, axis=1, keepdims=True))
-        f_norm = np.sqrt(np.sum(force * force, axis=1, keepdims=True))
-        v = (1.0 - alpha) * v + alpha * (v_norm / np.maximum(f_norm, 1e-30)) * force
+        v_norm = np.sqrt((v * v).sum(axis=1, keepdims=True))
+        f_norm = np.sqrt((force * force).sum(axis=1, keepdims=True))
+        v *= 1.0 - alpha
+        v += (alpha * v_norm / np.maximum(f_norm, 1e-30)) * force
         dx = dt * v
-        biggest = np.max(np.abs(dx), axis=1, keepdims=True)
-        dx *= np.minimum(1.0, MAX_STEP_RAD / np.maximum(biggest, 1e-30))
-        st["v"], st["dt"], st["alpha"] = v.astype(phi.dtype), dt, alpha
+        biggest = np.abs(dx).max(axis=1, keepdims=True)
+        if biggest.max() > MAX_STEP_RAD:
+            dx *= np.minimum(1.0, MAX_STEP_RAD / biggest)
         return phi + dx
 
 
@@ -190,8 +193,8 @@ def minimise(land: Landscape, phi0: np.ndarray, *, solver: str = "fire", tol: fl
     state = stepper.start(land, phi)
     for it in range(max_iter + 1):
         force = land.forces(phi)
-        fmax = np.max(np.abs(force), axis=1) if force.shape[1] else np.zeros(len(phi), phi.dtype)
-        if not np.all(np.isfinite(fmax)):
+        fmax = np.abs(force).max(axis=1) if force.shape[1] else np.zeros(len(phi), phi.dtype)
+        if not np.isfinite(fmax.max()):
             raise FloatingPointError(f"relaxation produced non-finite forces at iteration {it}")
         done = fmax < tol
         if it == max_iter:

@@ -43,6 +43,14 @@ def build_optimizer(cfg: TrainConfig) -> Optimizer:
 
 
 @dataclass(frozen=True)
+class RunResult:
+    """What a training run returns: the summary written to summary.json and the final parameters."""
+
+    summary: dict
+    params: Params
+
+
+@dataclass(frozen=True)
 class Evaluation:
     accuracy: float
     cost: float
@@ -64,8 +72,8 @@ def evaluate(machine: XYMachine, params: Params, data: Dataset, cost, rng: np.ra
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMachine | None = None,
-          progress: bool = True) -> dict:
-    """Train with EP as ``cfg`` says; write the run folder if ``out_dir`` is given; return the summary."""
+          progress: bool = True) -> RunResult:
+    """Train with EP as ``cfg`` says; write the run folder if ``out_dir`` is given."""
     t0 = time.perf_counter()
     train_set, test_set = load_task(cfg.task)
     net = build_network(cfg, train_set)
@@ -110,6 +118,9 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMac
             bar.set_postfix(cost=f"{last['train_cost']:.3f}", train=f"{tr.accuracy:.2f}", test=f"{te.accuracy:.2f}")
             if metrics is not None:
                 metrics.write(last)
+            if cfg.stop_at_accuracy is not None and te.accuracy >= cfg.stop_at_accuracy:
+                status = "target_reached"
+                break
     except KeyboardInterrupt:
         status = "interrupted"
     finally:
@@ -128,4 +139,4 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMac
         write_arrays_h5(out_dir / "params.h5", params.as_dict(), {"network": net.name})
     if status == "interrupted":
         raise KeyboardInterrupt
-    return summary
+    return RunResult(summary, params)

@@ -1,0 +1,36 @@
+"""Shared fixtures: small random networks in float64 for exact checks."""
+
+import numpy as np
+import pytest
+
+from xyoptics import architectures
+from xyoptics.network import Params
+
+
+def random_params(net, rng, dtype=np.float64):
+    return Params(rng.normal(0, 0.8, net.n_coupling_params), rng.uniform(0, 1, net.n_spins),
+                  rng.uniform(-np.pi, np.pi, net.n_spins)).astype(dtype)
+
+
+def shared_graph(rng):
+    """A random graph on 9 spins whose 20 bonds share 6 coupling parameters; random input and output sets."""
+    n = 9
+    i, j = np.triu_indices(n, 1)
+    pick = rng.choice(len(i), 20, replace=False)
+    order = rng.permutation(n)
+    return architectures.graph(n, np.stack([i[pick], j[pick]], 1), order[:3], order[3:5],
+                               edge_param=rng.integers(0, 6, 20) % 6)
+
+
+NETWORKS = {
+    "all_to_all": lambda rng: architectures.all_to_all(2, 4, 2),
+    "layered": lambda rng: architectures.layered([3, 4, 2]),
+    "shared": shared_graph,
+}
+
+
+@pytest.fixture(params=sorted(NETWORKS))
+def net_and_params(request):
+    rng = np.random.default_rng(abs(hash(request.param)) % 2**32)
+    net = NETWORKS[request.param](rng)
+    return net, random_params(net, rng), rng

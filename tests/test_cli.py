@@ -1,0 +1,67 @@
+"""The command line: training writes a complete run folder; bad configs fail before any work."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xyoptics import __version__
+from xyoptics.cli import main
+from xyoptics.runio import read_arrays_h5
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_config(tmp_path, **overrides):
+    cfg = yaml.safe_load((ROOT / "experiments" / "xor_all_to_all.yaml").read_text())
+    cfg.update(epochs=6, eval_every=3)
+    cfg.update(overrides)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_train_writes_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(small_config(tmp_path)), "--out", str(out), "--quiet"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 6
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [3, 6]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_test_accuracy"] == lines[-1]["test_accuracy"]
+    assert summary["status"] == "completed" and summary["wall_time_s"] > 0
+    assert set(read_arrays_h5(out / "params.h5")) == {"w", "h", "psi"}
+    assert "run folder" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override, field", [
+    ({"ep": {"beta": -0.1}}, "ep.beta"),
+    ({"optimizer": {"kind": "rmsprop"}}, "optimizer.kind"),
+    ({"architecture": {"kind": "all_to_all", "hidden": 3, "hiden": 4}}, "architecture.all_to_all.hiden"),
+    ({"epochs": 0}, "epochs"),
+    ({"learning_rate": 0.1}, "learning_rate"),
+])
+def test_invalid_config_names_the_field_and_does_no_work(tmp_path, capsys, override, field):
+    out = tmp_path / "run"
+    code = main(["train", str(small_config(tmp_path, **override)), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and field in err
+    assert not out.exists()
+
+
+def test_unreadable_config(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read config" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: [xor\n")
+    assert main(["train", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_version_from_installed_entry_point():
+    exe = Path(sys.executable).with_name("xyoptics")
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"xyoptics {__version__}" and __version__ == "0.1.0"
