@@ -24,9 +24,11 @@ def small_config(tmp_path, **overrides):
     return path
 
 
-def test_train_writes_run_folder(tmp_path, capsys):
+@pytest.mark.parametrize("arch", [None, {"kind": "layered", "hidden": [4]}])
+def test_train_writes_run_folder(tmp_path, capsys, arch):
     out = tmp_path / "run"
-    assert main(["train", str(small_config(tmp_path)), "--out", str(out), "--quiet"]) == 0
+    cfg = small_config(tmp_path, **({"architecture": arch} if arch else {}))
+    assert main(["train", str(cfg), "--out", str(out), "--quiet"]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 6
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [3, 6]
