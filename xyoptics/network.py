@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import scipy.sparse as sp
 
-from .operators import CouplingOperator
+from .operators import CouplingOperator, SubsetOperator
+from .structure import Block, BlockOperator, block_correlations, check_blocks
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,10 @@ class Params:
 @dataclass(frozen=True, eq=False)
 class XYNetwork:
     """An XY spin network: ``n_spins`` angles, bonds ``edges`` (n_bonds, 2) using coupling parameters
-    ``edge_param`` (n_bonds,), clamped ``inputs`` and read-out ``outputs`` (index arrays, in class order)."""
+    ``edge_param`` (n_bonds,), clamped ``inputs`` and read-out ``outputs`` (index arrays, in class order).
+
+    Optional: ``blocks`` group bonds of lattice-like structure for the fast structured operator (see
+    ``structure``); ``positions`` (n_spins, 2) give each site a place for plots."""
 
     n_spins: int
     edges: np.ndarray
@@ -60,6 +64,8 @@ class XYNetwork:
     outputs: np.ndarray
     name: str = "graph"
     n_coupling_params: int = field(default=-1)
+    blocks: tuple[Block, ...] = ()
+    positions: np.ndarray | None = None
 
     def __post_init__(self):
         edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
@@ -85,6 +91,14 @@ class XYNetwork:
         for name, value in (("n_spins", n), ("edges", edges), ("edge_param", edge_param),
                             ("inputs", inputs), ("outputs", outputs), ("n_coupling_params", n_params)):
             object.__setattr__(self, name, value)
+        blocks = tuple(self.blocks)
+        check_blocks(edges, blocks)
+        object.__setattr__(self, "blocks", blocks)
+        if self.positions is not None:
+            pos = np.asarray(self.positions, dtype=np.float64)
+            if pos.shape != (n, 2):
+                raise ValueError(f"positions must have shape ({n}, 2), got {pos.shape}")
+            object.__setattr__(self, "positions", pos)
         free = np.ones(n, dtype=bool)
         free[inputs] = False
         object.__setattr__(self, "free", free)
@@ -112,8 +126,23 @@ class XYNetwork:
         """W_b for every bond (n_bonds,)."""
         return np.asarray(params.w)[self.edge_param]
 
-    def operator(self, params: Params, dtype=np.float64) -> CouplingOperator:
-        return CouplingOperator(self.n_spins, self.edges, self.bond_weights(params), dtype)
+    def operator(self, params: Params, dtype=np.float64, structured: bool = True, weights=None):
+        """The coupling product x -> x @ W; the structured (stencil / convolution) path is used whenever the
+        network has blocks, unless ``structured`` is False. ``weights`` overrides the bond weights."""
+        w = self.bond_weights(params) if weights is None else weights
+        if structured and self.blocks:
+            return BlockOperator(self.n_spins, self.edges, w, self.blocks, dtype)
+        return CouplingOperator(self.n_spins, self.edges, w, dtype)
+
+    def free_operator(self, params: Params, dtype=np.float64, structured: bool = True):
+        """The coupling product restricted to free spins: x_free -> (x @ W)_free over bonds between free spins."""
+        both = self.free[self.edges[:, 0]] & self.free[self.edges[:, 1]]
+        free_idx = np.flatnonzero(self.free)
+        if structured and self.blocks:
+            weights = np.where(both, self.bond_weights(params), 0.0)
+            return SubsetOperator(self.operator(params, dtype, weights=weights), free_idx)
+        new_index = np.cumsum(self.free) - 1
+        return CouplingOperator(len(free_idx), new_index[self.edges[both]], self.bond_weights(params)[both], dtype)
 
     def bias_field(self, params: Params, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
         """Bias field h_i (cos psi_i, sin psi_i) on non-input sites, zero on inputs."""
@@ -152,7 +181,13 @@ class XYNetwork:
     def bond_correlations(self, phases: np.ndarray) -> np.ndarray:
         """cos(phi_i - phi_j) for every bond, shape (batch, n_bonds): the quantity EP measures."""
         phases = np.atleast_2d(phases)
-        return np.cos(phases[:, self.edges[:, 0]] - phases[:, self.edges[:, 1]])
+        if not self.blocks:
+            return np.cos(phases[:, self.edges[:, 0]] - phases[:, self.edges[:, 1]])
+        out = np.empty((len(phases), self.n_couplings), dtype=phases.dtype)
+        filled = block_correlations(self.blocks, np.cos(phases), np.sin(phases), out)
+        rest = self.edges[~filled]
+        out[:, ~filled] = np.cos(phases[:, rest[:, 0]] - phases[:, rest[:, 1]])
+        return out
 
     def parameter_gradients(self, params: Params, phases: np.ndarray) -> Params:
         """dE/dw, dE/dh, dE/dpsi per sample (leading batch axis).

@@ -48,3 +48,21 @@ class CouplingOperator:
     def abs_row_sums(self) -> np.ndarray:
         """sum_j |W_ij| for each site i: a Gershgorin bound on the coupling part of the Hessian."""
         return np.asarray(abs(self.matrix).sum(axis=1)).ravel()
+
+
+class SubsetOperator:
+    """An operator on all n spins restricted to the sites ``idx``: x_idx -> (x @ W)_idx with x zero elsewhere."""
+
+    def __init__(self, op, idx: np.ndarray):
+        self.op, self.n = op, op.n
+        idx = np.asarray(idx, dtype=np.int64)
+        contiguous = len(idx) > 0 and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx)))
+        self.idx = slice(int(idx[0]), int(idx[0]) + len(idx)) if contiguous else idx
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        full = np.zeros((len(x), self.n), dtype=x.dtype)
+        full[:, self.idx] = x
+        return self.op(full)[:, self.idx]
+
+    def abs_row_sums(self) -> np.ndarray:
+        return self.op.abs_row_sums()[self.idx]

@@ -16,7 +16,6 @@ import scipy.sparse as sp
 
 from .costs import Cost
 from .network import Params, XYNetwork, field_from
-from .operators import CouplingOperator
 
 #: FIRE constants (Bitzek et al. 2006), and the largest angle (rad) any spin may move in one step.
 FIRE_N_MIN, FIRE_F_INC, FIRE_F_DEC, FIRE_ALPHA0, FIRE_F_ALPHA = 5, 1.1, 0.5, 0.1, 0.99
@@ -31,7 +30,7 @@ class Landscape:
     couplings to the clamped inputs sum_j W_ij e^{i phi_j}. ``out`` indexes the outputs among the free spins.
     """
 
-    op: CouplingOperator
+    op: object  # x_free -> (x @ W)_free, see operators
     fx: np.ndarray
     fy: np.ndarray
     out: np.ndarray
@@ -79,8 +78,7 @@ def build_landscape(net: XYNetwork, params: Params, inputs: np.ndarray, *, beta:
     new_index[free_idx] = np.arange(len(free_idx))
     weights = net.bond_weights(params).astype(np.float64)
     a, b = net.edges[:, 0], net.edges[:, 1]
-    both = net.free[a] & net.free[b]
-    op = CouplingOperator(len(free_idx), new_index[net.edges[both]], weights[both], dtype)
+    op = net.free_operator(params, dtype)
 
     # couplings to clamped inputs: field_i += W_b e^{i phi_j} for bonds (i free, j input)
     input_pos = np.full(net.n_spins, -1)
