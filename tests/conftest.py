@@ -1,5 +1,9 @@
 """Shared fixtures: small random networks in float64 for exact checks."""
 
+import functools
+import http.server
+import threading
+
 import numpy as np
 import pytest
 
@@ -34,3 +38,28 @@ def net_and_params(request):
     rng = np.random.default_rng(abs(hash(request.param)) % 2**32)
     net = NETWORKS[request.param](rng)
     return net, random_params(net, rng), rng
+
+
+@pytest.fixture
+def server(tmp_path):
+    """An http.server on 127.0.0.1 serving tmp_path/www; yields (base_url, www folder, list of paths served)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    served = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            served.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/mnist/", www, served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

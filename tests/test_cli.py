@@ -67,3 +67,22 @@ def test_version_from_installed_entry_point():
     exe = Path(sys.executable).with_name("xyoptics")
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"xyoptics {__version__}" and __version__ == "0.1.0"
+
+
+def test_data_fetch_fails_cleanly_when_files_are_missing(tmp_path, server, capsys):
+    url, www, served = server
+    assert main(["data", "fetch", "mnist", "--dest", str(tmp_path / "mnist"), "--base-url", url]) == 1
+    assert "fetching MNIST failed" in capsys.readouterr().err
+    assert served and not any((tmp_path / "mnist").iterdir())
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"architecture": {"kind": "square_lattice", "rows": 3, "cols": 1}}, "cannot place 2 sites"),
+    ({"task": {"name": "digits", "options": {"protokol": "2024"}}}, "no option 'protokol'"),
+    ({"task": "digits", "architecture": {"kind": "local_layers", "input_shape": [4, 4],
+                                         "layers": [{"window": 2}]}}, "does not hold the task's 64 inputs"),
+])
+def test_config_that_does_not_fit_its_task_fails_before_work(tmp_path, capsys, override, message):
+    out = tmp_path / "run"
+    assert main(["train", str(small_config(tmp_path, **override)), "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()

@@ -79,31 +79,6 @@ def test_write_idx_rejects_unsupported_dtype(tmp_path):
 
 # ---------------------------------------------------------------- fetch (local server, no internet)
 
-@pytest.fixture
-def server(tmp_path):
-    """An http.server on 127.0.0.1 serving tmp_path/www; yields (base_url, www folder, list of paths served)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    served = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            served.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/mnist/", www, served
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 def _serve_files(www):
     """Two small IDX gz files under www/mnist; returns name -> MD5."""
     (www / "mnist").mkdir()

@@ -1,4 +1,5 @@
-"""Command line: ``xyoptics train CONFIG.yaml [--out RUN_DIR]`` and ``xyoptics --version``."""
+"""Command line: ``xyoptics train CONFIG.yaml [--out RUN_DIR]``, ``xyoptics data fetch mnist --dest DIR``,
+``xyoptics --version``."""
 
 from __future__ import annotations
 
@@ -27,6 +28,20 @@ def _train(args) -> int:
     return 0
 
 
+def _fetch(args) -> int:
+    from urllib.error import URLError
+
+    from .idx import DEFAULT_MIRROR, ChecksumError, fetch_mnist
+
+    try:
+        dest = fetch_mnist(args.dest, base_url=args.base_url or DEFAULT_MIRROR)
+    except (URLError, OSError, ChecksumError) as exc:
+        print(f"error: fetching MNIST failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"MNIST files verified in {dest}; point XYOPTICS_DATA there to use them")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xyoptics", description=__doc__)
     parser.add_argument("--version", action="version", version=f"xyoptics {__version__}")
@@ -36,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/<config>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
+    data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
+    f = data.add_parser("fetch", help="download and verify a data set")
+    f.add_argument("dataset", choices=["mnist"])
+    f.add_argument("--dest", required=True, help="folder for the files")
+    f.add_argument("--base-url", help="mirror to download from (default: a public MNIST mirror)")
+    f.set_defaults(func=_fetch)
     return parser
 
 

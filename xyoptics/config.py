@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -30,7 +30,43 @@ class LayeredConfig(Strict):
     hidden: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
 
 
-ArchitectureConfig = Annotated[Union[AllToAllConfig, LayeredConfig], Field(discriminator="kind")]
+class SquareLatticeConfig(Strict):
+    """rows x cols lattice; the task's inputs spread along row 0, its outputs along the last row."""
+
+    kind: Literal["square_lattice"]
+    rows: int = Field(ge=2)
+    cols: int = Field(ge=1)
+    skip_length: int | None = Field(default=None, ge=2)
+    skip_along: Literal["rows", "cols", "both"] = "both"
+    skip_every: int = Field(default=1, ge=1)
+    n_skip: int | None = Field(default=None, ge=1)
+
+
+class LocalLayerConfig(Strict):
+    window: int = Field(ge=1)
+    stride: int = Field(default=1, ge=1)
+    channels: int = Field(default=1, ge=1)
+    shared: bool = False
+    intra: bool = False
+
+
+class LocalLayersConfig(Strict):
+    """Stacked lattices: the task's inputs as an image grid, local (LCL / CNN-like) hidden layers, dense outputs."""
+
+    kind: Literal["local_layers"]
+    input_shape: tuple[int, int]
+    layers: list[LocalLayerConfig] = Field(min_length=1)
+
+
+ArchitectureConfig = Annotated[Union[AllToAllConfig, LayeredConfig, SquareLatticeConfig, LocalLayersConfig],
+                               Field(discriminator="kind")]
+
+
+class TaskConfig(Strict):
+    """A data set by name with its options (e.g. digits: protocol; mnist: n_train, n_test, path)."""
+
+    name: Literal["xor", "iris", "digits", "mnist"]
+    options: dict = Field(default_factory=dict)
 
 
 class InitConfig(Strict):
@@ -66,7 +102,7 @@ class OptimizerConfig(Strict):
 class TrainConfig(Strict):
     """One training run: task, architecture, EP and relaxation settings, optimiser, schedule, seed."""
 
-    task: Literal["xor"]
+    task: TaskConfig
     architecture: ArchitectureConfig
     init: InitConfig = InitConfig()
     ep: EPConfig = EPConfig()
@@ -78,6 +114,11 @@ class TrainConfig(Strict):
     stop_at_accuracy: float | None = Field(default=None, gt=0, le=1,
                                            description="stop early once an evaluation reaches this test accuracy")
     seed: int = Field(ge=0)
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_by_name(cls, v):
+        return {"name": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _eval_cadence(self):

@@ -18,7 +18,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import architectures
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .costs import make_cost, predict
 from .data import Dataset, load_task
 from .digital import DigitalXYMachine
@@ -30,16 +30,39 @@ from .runio import JsonlWriter, write_arrays_h5, write_json_atomic, write_text_a
 
 
 def build_network(cfg: TrainConfig, data: Dataset) -> XYNetwork:
+    """The configured architecture sized for the task's inputs and outputs."""
     arch = cfg.architecture
     if arch.kind == "all_to_all":
         return architectures.all_to_all(data.n_inputs, arch.hidden, data.n_outputs)
-    return architectures.layered([data.n_inputs, *arch.hidden, data.n_outputs])
+    if arch.kind == "layered":
+        return architectures.layered([data.n_inputs, *arch.hidden, data.n_outputs])
+    if arch.kind == "square_lattice":
+        return architectures.square_lattice(arch.rows, arch.cols, data.n_inputs, data.n_outputs,
+                                            skip_length=arch.skip_length, skip_along=arch.skip_along,
+                                            skip_every=arch.skip_every, n_skip=arch.n_skip)
+    if arch.input_shape[0] * arch.input_shape[1] != data.n_inputs:
+        raise ValueError(f"input_shape {arch.input_shape} does not hold the task's {data.n_inputs} inputs")
+    layers = [architectures.LocalLayer(**layer.model_dump()) for layer in arch.layers]
+    return architectures.local_layers(arch.input_shape, layers, data.n_outputs)
 
 
 def build_optimizer(cfg: TrainConfig) -> Optimizer:
     o = cfg.optimizer
     extra = {"momentum": {"momentum": o.momentum}, "adam": {"beta1": o.beta1, "beta2": o.beta2}}.get(o.kind, {})
     return OPTIMIZERS[o.kind](o.lr, trainable=o.trainable, **extra)
+
+
+def prepare(cfg: TrainConfig) -> tuple[Dataset, Dataset, XYNetwork]:
+    """Load the task and build the network; any mismatch raises ConfigError before work starts."""
+    try:
+        train_set, test_set = load_task(cfg.task.name, seed=cfg.seed, **cfg.task.options)
+    except (ValueError, TypeError, OSError) as exc:
+        raise ConfigError(f"task {cfg.task.name!r}: {exc}") from None
+    try:
+        net = build_network(cfg, train_set)
+    except ValueError as exc:
+        raise ConfigError(f"architecture {cfg.architecture.kind!r}: {exc}") from None
+    return train_set, test_set, net
 
 
 @dataclass(frozen=True)
@@ -75,8 +98,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMac
           progress: bool = True) -> RunResult:
     """Train with EP as ``cfg`` says; write the run folder if ``out_dir`` is given."""
     t0 = time.perf_counter()
-    train_set, test_set = load_task(cfg.task)
-    net = build_network(cfg, train_set)
+    train_set, test_set, net = prepare(cfg)
     if machine is None:
         r = cfg.relax
         machine = DigitalXYMachine(net, solver=r.solver, tol=r.tol, max_iter=r.max_iter, dtype=r.dtype)
