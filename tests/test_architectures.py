@@ -27,8 +27,10 @@ NETS = {
 @pytest.fixture(params=sorted(NETS))
 def pair(request):
     net = NETS[request.param]()
-    assert net.blocks, "builder should record its blocks"
-    return net, dataclasses.replace(net, blocks=()), random_params(net, np.random.default_rng(0))
+    assert net.blocks and not net.uses_blocks, "builder should record its blocks; general path by default"
+    fast = dataclasses.replace(net, structured=True)
+    assert fast.uses_blocks
+    return fast, net, random_params(net, np.random.default_rng(0))
 
 
 def test_structured_path_equals_sparse_path(pair):

@@ -1,8 +1,8 @@
 """Builders for network architectures, all on the one representation of ``XYNetwork``.
 
 Spin order: inputs first, outputs last. Every builder sets ``positions`` for plots. The lattice-like builders
-also record their bonds as ``blocks``, so the structured fast path (a stencil, or a sum over kernel offsets)
-is chosen automatically.
+also record their bonds as ``blocks`` for the structured path (a stencil, or a sum over kernel offsets),
+which ``dataclasses.replace(net, structured=True)`` switches on.
 """
 
 from __future__ import annotations

@@ -88,6 +88,7 @@ class RelaxConfig(Strict):
     tol: float = Field(default=1e-4, gt=0, description="stop when max|force| < tol")
     max_iter: int = Field(default=20000, ge=1)
     dtype: Literal["float32", "float64"] = "float32"
+    structured: bool = Field(default=False, description="stencil / kernel-offset path for lattice-like networks")
 
 
 class OptimizerConfig(Strict):

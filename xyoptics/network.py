@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import scipy.sparse as sp
 
-from .operators import CouplingOperator, SubsetOperator
-from .structure import Block, BlockOperator, block_correlations, check_blocks
+from .operators import CouplingOperator
+from .structure import Block, block_correlations, check_blocks, structured_operator
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,10 @@ class XYNetwork:
     """An XY spin network: ``n_spins`` angles, bonds ``edges`` (n_bonds, 2) using coupling parameters
     ``edge_param`` (n_bonds,), clamped ``inputs`` and read-out ``outputs`` (index arrays, in class order).
 
-    Optional: ``blocks`` group bonds of lattice-like structure for the fast structured operator (see
-    ``structure``); ``positions`` (n_spins, 2) give each site a place for plots."""
+    Optional: ``blocks`` group bonds of lattice-like structure (see ``structure``); with ``structured`` True
+    every coupling product and bond correlation goes through them (stencils and kernel-offset sums) instead of
+    the general dense / CSR path. Both give the same numbers; the general path is the default because it
+    measured faster here (``benchmarks/operators.py``). ``positions`` (n_spins, 2) place each site for plots."""
 
     n_spins: int
     edges: np.ndarray
@@ -66,6 +68,7 @@ class XYNetwork:
     n_coupling_params: int = field(default=-1)
     blocks: tuple[Block, ...] = ()
     positions: np.ndarray | None = None
+    structured: bool = False
 
     def __post_init__(self):
         edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
@@ -126,21 +129,24 @@ class XYNetwork:
         """W_b for every bond (n_bonds,)."""
         return np.asarray(params.w)[self.edge_param]
 
-    def operator(self, params: Params, dtype=np.float64, structured: bool = True, weights=None):
-        """The coupling product x -> x @ W; the structured (stencil / convolution) path is used whenever the
-        network has blocks, unless ``structured`` is False. ``weights`` overrides the bond weights."""
-        w = self.bond_weights(params) if weights is None else weights
-        if structured and self.blocks:
-            return BlockOperator(self.n_spins, self.edges, w, self.blocks, dtype)
+    @property
+    def uses_blocks(self) -> bool:
+        return self.structured and bool(self.blocks)
+
+    def operator(self, params: Params, dtype=np.float64):
+        """The coupling product x -> x @ W (structured path when ``uses_blocks``)."""
+        w = self.bond_weights(params)
+        if self.uses_blocks:
+            return structured_operator(self.n_spins, self.edges, w, self.blocks, dtype)
         return CouplingOperator(self.n_spins, self.edges, w, dtype)
 
-    def free_operator(self, params: Params, dtype=np.float64, structured: bool = True):
+    def free_operator(self, params: Params, dtype=np.float64):
         """The coupling product restricted to free spins: x_free -> (x @ W)_free over bonds between free spins."""
         both = self.free[self.edges[:, 0]] & self.free[self.edges[:, 1]]
         free_idx = np.flatnonzero(self.free)
-        if structured and self.blocks:
+        if self.uses_blocks:
             weights = np.where(both, self.bond_weights(params), 0.0)
-            return SubsetOperator(self.operator(params, dtype, weights=weights), free_idx)
+            return structured_operator(self.n_spins, self.edges, weights, self.blocks, dtype, subset=free_idx)
         new_index = np.cumsum(self.free) - 1
         return CouplingOperator(len(free_idx), new_index[self.edges[both]], self.bond_weights(params)[both], dtype)
 
@@ -181,7 +187,7 @@ class XYNetwork:
     def bond_correlations(self, phases: np.ndarray) -> np.ndarray:
         """cos(phi_i - phi_j) for every bond, shape (batch, n_bonds): the quantity EP measures."""
         phases = np.atleast_2d(phases)
-        if not self.blocks:
+        if not self.uses_blocks:
             return np.cos(phases[:, self.edges[:, 0]] - phases[:, self.edges[:, 1]])
         out = np.empty((len(phases), self.n_couplings), dtype=phases.dtype)
         filled = block_correlations(self.blocks, np.cos(phases), np.sin(phases), out)

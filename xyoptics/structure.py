@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .operators import CouplingOperator
+from .operators import CouplingOperator, SubsetOperator
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,12 @@ class Block:
     def edges(self) -> np.ndarray:
         return np.stack([self.a.indices().ravel(), self.b.indices().ravel()], axis=1)
 
+    @property
+    def offset(self) -> int | None:
+        """The constant index difference b - a of every bond, if there is one (a stencil diagonal)."""
+        d = self.b.indices() - self.a.indices()
+        return int(d.flat[0]) if np.all(d == d.flat[0]) and d.flat[0] != 0 else None
+
 
 def check_blocks(edges: np.ndarray, blocks: tuple[Block, ...]) -> None:
     """Raise ValueError unless every block's bonds match the edge list exactly and blocks do not overlap."""
@@ -88,41 +94,91 @@ def check_blocks(edges: np.ndarray, blocks: tuple[Block, ...]) -> None:
 
 
 class BlockOperator:
-    """x @ W for a network whose bonds are partly grouped in blocks; the rest go through a sparse matrix.
+    """x @ W over the spins ``lo .. lo + m - 1`` for a network whose bonds are partly grouped in blocks.
 
-    ``weights`` are the per-bond couplings W_b; zero weights (e.g. bonds masked out because they touch a
-    clamped input) simply contribute nothing."""
+    Blocks whose two views differ by a constant index offset d (lattice bonds and skip connections on one grid)
+    merge into one weight vector per d, applied as two contiguous shifted multiply-adds -- a stencil. Other
+    blocks (local layers between grids) are applied view by view -- a sum over kernel offsets. Remaining bonds
+    go through a sparse matrix. Bonds with zero weight, or with an endpoint outside the range, contribute
+    nothing. Use ``structured_operator`` to build one; it falls back to embedding when the range cuts a block.
+    """
 
     dense = False
 
-    def __init__(self, n: int, edges: np.ndarray, weights: np.ndarray, blocks: tuple[Block, ...], dtype):
-        self.n, self.dtype = int(n), np.dtype(dtype)
-        weights = np.asarray(weights, dtype=self.dtype)
+    def __init__(self, edges: np.ndarray, weights: np.ndarray, blocks: tuple[Block, ...], lo: int, m: int, dtype):
+        self.n, self.dtype, self.lo = int(m), np.dtype(dtype), int(lo)
+        weights = np.asarray(weights, dtype=np.float64)
+        inside = (edges >= lo).all(1) & (edges < lo + m).all(1)
+        weights = np.where(inside, weights, 0.0)
         in_block = np.zeros(len(edges), dtype=bool)
-        self.parts = []
+        diagonals: dict[int, np.ndarray] = {}
+        self.views = []
         for blk in blocks:
             sel = slice(blk.first, blk.first + blk.size)
             in_block[sel] = True
-            w = weights[sel].reshape(blk.a.h, blk.a.w)
-            if np.any(w):
-                self.parts.append((blk, w))
+            w = weights[sel]
+            if not np.any(w):
+                continue
+            ia, ib = blk.a.indices().ravel() - lo, blk.b.indices().ravel() - lo
+            if blk.offset is not None:
+                lo_end, d = (ia, blk.offset) if blk.offset > 0 else (ib, -blk.offset)
+                diag = diagonals.setdefault(int(d), np.zeros(self.n - d))
+                np.add.at(diag, lo_end[w != 0], w[w != 0])
+            else:
+                self.views.append((_shift(blk.a, -lo), _shift(blk.b, -lo), w.reshape(blk.a.h, blk.a.w)))
+        self.diagonals = [(d, v.astype(self.dtype)) for d, v in sorted(diagonals.items())]
+        self.views = [(a, b, w.astype(self.dtype)) for a, b, w in self.views]
         rest = ~in_block & (weights != 0)
-        self.rest = CouplingOperator(n, edges[rest], weights[rest], dtype) if rest.any() else None
+        self.rest = (CouplingOperator(self.n, edges[rest] - lo, weights[rest], dtype) if rest.any() else None)
         row_sums = np.zeros(self.n)
-        for blk, w in self.parts:
-            np.add.at(row_sums, blk.a.indices().ravel(), np.abs(w).ravel())
-            np.add.at(row_sums, blk.b.indices().ravel(), np.abs(w).ravel())
+        for d, v in self.diagonals:
+            row_sums[:self.n - d] += np.abs(v)
+            row_sums[d:] += np.abs(v)
+        for a, b, w in self.views:
+            np.add.at(row_sums, a.indices().ravel(), np.abs(w).ravel())
+            np.add.at(row_sums, b.indices().ravel(), np.abs(w).ravel())
         self._row_sums = row_sums + (self.rest.abs_row_sums() if self.rest is not None else 0.0)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = self.rest(x) if self.rest is not None else np.zeros_like(x)
-        for blk, w in self.parts:
-            blk.a.of(y)[...] += w * blk.b.of(x)
-            blk.b.of(y)[...] += w * blk.a.of(x)
+        n = self.n
+        for d, v in self.diagonals:
+            y[:, :n - d] += v * x[:, d:]
+            y[:, d:] += v * x[:, :n - d]
+        for a, b, w in self.views:
+            a.of(y)[...] += w * b.of(x)
+            b.of(y)[...] += w * a.of(x)
         return y
 
     def abs_row_sums(self) -> np.ndarray:
         return self._row_sums
+
+
+def _shift(view: GridView, by: int) -> GridView:
+    return GridView(view.start + by, view.grid, view.r0, view.c0, view.h, view.w, view.step)
+
+
+def structured_operator(n: int, edges: np.ndarray, weights: np.ndarray, blocks: tuple[Block, ...], dtype,
+                        subset: np.ndarray | None = None):
+    """The block operator on all n spins, or restricted to the spins ``subset`` (bonds with an endpoint outside
+    it dropped). A contiguous subset that holds every grid touched by a non-stencil block with non-zero weights
+    is served directly; otherwise the full operator runs on an embedded vector."""
+    if subset is None:
+        return BlockOperator(edges, weights, blocks, 0, n, dtype)
+    subset = np.asarray(subset, dtype=np.int64)
+    lo, m = (int(subset[0]), len(subset)) if len(subset) else (0, 0)
+    contiguous = m > 0 and subset[-1] == lo + m - 1
+    if contiguous and all(_grid_inside(v, lo, m) for blk in blocks for v in (blk.a, blk.b)
+                          if blk.offset is None and np.any(weights[blk.first:blk.first + blk.size])):
+        return BlockOperator(edges, weights, blocks, lo, m, dtype)
+    keep = np.zeros(n, dtype=bool)
+    keep[subset] = True
+    weights = np.where(keep[edges].all(1), weights, 0.0)
+    return SubsetOperator(BlockOperator(edges, weights, blocks, 0, n, dtype), subset)
+
+
+def _grid_inside(view: GridView, lo: int, m: int) -> bool:
+    return view.start >= lo and view.start + view.grid[0] * view.grid[1] <= lo + m
 
 
 def block_correlations(blocks: tuple[Block, ...], c: np.ndarray, s: np.ndarray, out: np.ndarray) -> np.ndarray:

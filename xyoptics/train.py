@@ -9,6 +9,7 @@ Predictions: every evaluation relaxes each sample once from a fresh uniform rand
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,8 @@ def prepare(cfg: TrainConfig) -> tuple[Dataset, Dataset, XYNetwork]:
         net = build_network(cfg, train_set)
     except ValueError as exc:
         raise ConfigError(f"architecture {cfg.architecture.kind!r}: {exc}") from None
+    if cfg.relax.structured:
+        net = dataclasses.replace(net, structured=True)
     return train_set, test_set, net
 
 
