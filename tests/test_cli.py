@@ -36,7 +36,20 @@ def test_train_writes_run_folder(tmp_path, capsys, arch):
     assert summary["final_test_accuracy"] == lines[-1]["test_accuracy"]
     assert summary["status"] == "completed" and summary["wall_time_s"] > 0
     assert set(read_arrays_h5(out / "params.h5")) == {"w", "h", "psi"}
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "run folder" in capsys.readouterr().out
+
+
+def test_training_records_diagnostics(tmp_path):
+    out = tmp_path / "run"
+    cfg = small_config(tmp_path, architecture={"kind": "square_lattice", "rows": 3, "cols": 3},
+                       diagnostics={"every": 2, "n_samples": 4})
+    assert main(["train", str(cfg), "--out", str(out), "--quiet"]) == 0
+    diag = read_arrays_h5(out / "diagnostics.h5")
+    assert list(diag["epochs"]) == [2, 4, 6] and diag["abs_w"].shape == (3, 12)
+    assert diag["nudge_response"].shape == (3, 9)
+    for name in ("nudge_response", "input_sensitivity", "abs_w", "abs_dw"):
+        assert (out / f"{name}.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("override, field", [

@@ -100,6 +100,13 @@ class OptimizerConfig(Strict):
     trainable: list[Literal["w", "h", "psi"]] = Field(default_factory=lambda: ["w", "h", "psi"], min_length=1)
 
 
+class DiagnosticsConfig(Strict):
+    """Record site response maps and bond maps every ``every`` epochs on the first ``n_samples`` test samples."""
+
+    every: int = Field(ge=1)
+    n_samples: int = Field(default=16, ge=1)
+
+
 class TrainConfig(Strict):
     """One training run: task, architecture, EP and relaxation settings, optimiser, schedule, seed."""
 
@@ -112,6 +119,7 @@ class TrainConfig(Strict):
     epochs: int = Field(ge=1)
     batch_size: int = Field(default=4, ge=1)
     eval_every: int = Field(default=1, ge=1, description="epochs between accuracy evaluations")
+    diagnostics: DiagnosticsConfig | None = None
     stop_at_accuracy: float | None = Field(default=None, gt=0, le=1,
                                            description="stop early once an evaluation reaches this test accuracy")
     seed: int = Field(ge=0)

@@ -149,7 +149,6 @@ def plot_learning_curves(metrics: list[dict], path) -> Path:
         raise ValueError("no metrics records to plot")
     fig = Figure(figsize=(9.0, 3.4), layout="constrained")
     ax_acc, ax_cost = fig.subplots(1, 2)
-    epochs = np.array([m["epoch"] for m in metrics])
     marker = "o" if len(metrics) <= 30 else None
 
     def series(ax, key, name, **kw):
@@ -169,8 +168,6 @@ def plot_learning_curves(metrics: list[dict], path) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(epochs) and epochs.max() > epochs.min():
-            ax.set_xlim(epochs.min(), epochs.max())
     return _save(fig, path)
 
 

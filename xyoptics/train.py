@@ -1,7 +1,8 @@
 """The EP training loop. It talks to its machine only through the ``XYMachine`` seam.
 
 A run folder holds ``config.yaml`` (the validated config), ``metrics.jsonl`` (one JSON line per evaluated epoch),
-``summary.json`` (final and best accuracies, wall time, convergence counts) and ``params.h5`` (final parameters).
+``summary.json`` (final and best accuracies, wall time, convergence counts), ``params.h5`` (final parameters),
+``learning_curves.png``, and with diagnostics switched on ``diagnostics.h5`` plus PNG maps of the last snapshot.
 
 Predictions: every evaluation relaxes each sample once from a fresh uniform random start of all non-input spins
 (as in training) and predicts argmax_o sin(phi_o) (for one output spin: class 1 iff sin(phi_o) > 0).
@@ -22,11 +23,13 @@ from . import architectures
 from .config import ConfigError, TrainConfig
 from .costs import make_cost, predict
 from .data import Dataset, load_task
+from .diagnostics import DiagnosticsRecorder
 from .digital import DigitalXYMachine
 from .ep import ep_gradient
 from .machine import XYMachine
 from .network import Params, XYNetwork
 from .optim import OPTIMIZERS, Optimizer
+from .plots import plot_learning_curves, render_diagnostics
 from .runio import JsonlWriter, write_arrays_h5, write_json_atomic, write_text_atomic
 
 
@@ -105,11 +108,13 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMac
     if machine is None:
         r = cfg.relax
         machine = DigitalXYMachine(net, solver=r.solver, tol=r.tol, max_iter=r.max_iter, dtype=r.dtype)
-    rng_init, rng_shuffle, rng_train, rng_eval = (np.random.default_rng(s)
-                                                  for s in np.random.SeedSequence(cfg.seed).spawn(4))
+    rng_init, rng_shuffle, rng_train, rng_eval, rng_diag = (np.random.default_rng(s)
+                                                            for s in np.random.SeedSequence(cfg.seed).spawn(5))
     params = net.init_params(rng_init, cfg.init.coupling_std, cfg.init.bias_max)
     optimizer = build_optimizer(cfg)
     cost = make_cost(cfg.ep.cost)
+    recorder = DiagnosticsRecorder(params) if cfg.diagnostics else None
+    history: list[dict] = []
 
     metrics = None
     if out_dir is not None:
@@ -130,6 +135,10 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMac
                 params = optimizer.step(params, est.grad)
                 costs.append(est.cost)
                 unconverged_train += est.n_unconverged
+            if recorder is not None and (epoch % cfg.diagnostics.every == 0 or epoch == cfg.epochs):
+                k = cfg.diagnostics.n_samples
+                recorder.record(epoch, machine, params, test_set.x[:k], test_set.targets[:k], beta=cfg.ep.beta,
+                                cost=cost, rng=rng_diag)
             if epoch % cfg.eval_every and epoch != cfg.epochs:
                 continue
             tr = evaluate(machine, params, train_set, cost, rng_eval)
@@ -141,6 +150,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMac
             if best is None or te.accuracy > best["test_accuracy"]:
                 best = {"epoch": epoch, "test_accuracy": te.accuracy}
             bar.set_postfix(cost=f"{last['train_cost']:.3f}", train=f"{tr.accuracy:.2f}", test=f"{te.accuracy:.2f}")
+            history.append(last)
             if metrics is not None:
                 metrics.write(last)
             if cfg.stop_at_accuracy is not None and te.accuracy >= cfg.stop_at_accuracy:
@@ -162,6 +172,11 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMac
     if out_dir is not None:
         write_json_atomic(out_dir / "summary.json", summary)
         write_arrays_h5(out_dir / "params.h5", params.as_dict(), {"network": net.name})
+        if history:
+            plot_learning_curves(history, out_dir / "learning_curves.png")
+        if recorder is not None and len(recorder):
+            recorder.save(out_dir / "diagnostics.h5")
+            render_diagnostics(net, recorder.arrays(), out_dir)
     if status == "interrupted":
         raise KeyboardInterrupt
     return RunResult(summary, params)
