@@ -25,15 +25,14 @@ import numpy as np
 from .costs import Cost
 from .machine import Nudge, XYMachine
 from .network import Params, XYNetwork
+from .readout import wrap
 from .runio import write_arrays_h5
 
 SITE_MAPS = ("nudge_response", "input_sensitivity")
 BOND_MAPS = ("abs_w", "abs_dw")
 
 
-def wrap_angle(d: np.ndarray) -> np.ndarray:
-    """Angle differences wrapped to (-pi, pi]."""
-    return np.pi - np.mod(np.pi - np.asarray(d, dtype=np.float64), 2.0 * np.pi)
+wrap_angle = wrap  # angle differences wrapped to (-pi, pi]
 
 
 def nudge_response(machine: XYMachine, params: Params, inputs: np.ndarray, targets: np.ndarray, *,

@@ -1,0 +1,243 @@
+"""Camera readout of spin phases: phase shifting, off-axis demodulation, spot integration, gauge fixing.
+
+Model (DESIGN.md section 3). Spot i carries the field a_i e^{i theta_i} g(x - x_i), theta_i = phi_i + offset_i;
+the reference r e^{i(delta + k_c.x)} overlaps all spots. Per pixel x (row, col, in pixels from the frame origin):
+
+    I(x) = A(x) + B(x) cos(theta - delta - k_c.x),   A = |a g|^2 + r^2,   B = 2 |a g| r      (intensity units)
+
+Phase shifting fits, per pixel or per spot-integrated value, I_n = A + B cos(theta - delta_n)
+= A + C cos(delta_n) + S sin(delta_n) with C = B cos(theta), S = B sin(theta), so theta = atan2(S, C).
+All angles are radians; theta is wrapped to (-pi, pi]. The phase noise of N equal steps over one period with
+Gaussian intensity noise sigma_I is sigma_theta ~ sqrt(2/N) sigma_I / B (valid for B >> sigma_I).
+
+Spot weights: ``spots`` is always an array (n_spots, H, W) of non-negative weights (e.g. the spot profile g,
+or a 0/1 disc mask). A pixel "contributes" to a spot if its weight exceeds CONTRIB_REL times the spot's largest
+weight. Spot integration of a tilted-reference scene washes out the fringes (the carrier averages to ~0 over a
+spot): integrate with ``spot_values`` only for an on-axis reference (k_c = 0); otherwise phase-shift pixel-wise
+and combine with ``pool_spots(..., carrier)``, or use ``off_axis`` on a single frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_COND = 1e10  # largest accepted condition number of the 3x3 normal matrix
+QUALITY_EPS = 1e-12  # intensity units, keeps quality finite for exact (N = 3 or noiseless) fits
+CONTRIB_REL = 1e-3  # relative weight above which a pixel counts as part of a spot (saturation flags)
+
+
+def wrap(theta):
+    """Wrap angles (radians) to (-pi, pi]."""
+    w = np.pi - np.mod(np.pi - np.asarray(theta, dtype=float), 2 * np.pi)
+    return np.where(w <= -np.pi, w + 2 * np.pi, w)
+
+
+@dataclass
+class PhaseEstimate:
+    """Per-spot (or per-pixel) readout; all arrays share one shape.
+
+    theta: phase in radians, wrapped to (-pi, pi]; modulation: fringe amplitude B >= 0 (intensity units);
+    background: A (intensity units); residual: estimate of the per-frame intensity noise from the fit
+    residuals, sqrt(sum_n r_n^2 / (N - 3)) (0 when N = 3, NaN where unavailable, e.g. single-shot off-axis).
+    """
+
+    theta: np.ndarray
+    modulation: np.ndarray
+    background: np.ndarray
+    residual: np.ndarray
+
+    @property
+    def quality(self) -> np.ndarray:
+        """Signal-to-noise figure B / (residual + QUALITY_EPS): ~ B / sigma_I; sigma_theta ~ sqrt(2/N) / quality.
+
+        The residual has N - 3 degrees of freedom, so single values scatter widely for small N; uninformative
+        for N = 3 (residual identically 0) and NaN for off-axis estimates.
+        """
+        return self.modulation / (self.residual + QUALITY_EPS)
+
+    def flags(self, saturated=None, min_modulation=None) -> dict[str, np.ndarray]:
+        """Boolean per-spot flags ``low_modulation`` and ``saturated``.
+
+        low_modulation: B < min_modulation (intensity units); when None, the threshold is 0.1 x median(B).
+        saturated: passed through from the frames (e.g. ``spot_values(...)[1]``); all False if None.
+        """
+        b = np.asarray(self.modulation, dtype=float)
+        thr = 0.1 * np.median(b) if min_modulation is None else float(min_modulation)
+        sat = np.zeros(b.shape, bool) if saturated is None else np.broadcast_to(np.asarray(saturated, bool), b.shape)
+        return {"low_modulation": b < thr, "saturated": sat.copy()}
+
+
+def _estimate(frames, deltas, a, c, s) -> PhaseEstimate:
+    """Build a PhaseEstimate from fitted A, C, S; residual = sqrt(SSR / (N - 3)), 0 for N = 3."""
+    d = deltas.reshape((-1,) + (1,) * (frames.ndim - 1))
+    model = a + c * np.cos(d) + s * np.sin(d)
+    n = frames.shape[0]
+    ssr = np.sum((frames - model) ** 2, axis=0)
+    res = np.sqrt(ssr / (n - 3)) if n > 3 else np.zeros_like(ssr)
+    return PhaseEstimate(wrap(np.arctan2(s, c)), np.hypot(c, s), a, res)
+
+
+def _check(frames, deltas):
+    frames = np.asarray(frames, dtype=float)
+    deltas = np.asarray(deltas, dtype=float).ravel()
+    if frames.ndim < 1 or frames.shape[0] < 3:
+        raise ValueError(f"phase shifting needs at least 3 frames, got {frames.shape[0] if frames.ndim else 0}")
+    if deltas.shape[0] != frames.shape[0]:
+        raise ValueError(f"got {frames.shape[0]} frames but {deltas.shape[0]} reference pistons")
+    if not np.all(np.isfinite(deltas)):
+        raise ValueError("reference pistons must be finite")
+    return frames, deltas
+
+
+def phase_shifting(frames, deltas) -> PhaseEstimate:
+    """Least-squares N-step phase shifting for arbitrary known reference pistons.
+
+    frames: (N, ...) intensities, frame n taken at reference piston deltas[n] (radians); trailing dims are
+    anything ((n_spots,) spot sums or (H, W) pixels). Fits I_n = A + C cos(delta_n) + S sin(delta_n) by solving the
+    3x3 normal equations M [A, C, S] = X^T I once (X = [1, cos delta, sin delta]), vectorised over trailing dims;
+    theta = atan2(S, C), B = hypot(C, S), so I_n = A + B cos(theta - delta_n).
+    For N equal steps over one period this reduces to theta = atan2(sum I_n sin delta_n, sum I_n cos delta_n).
+    Raises ValueError for N < 3 or degenerate steps (cond(M) > MAX_COND, e.g. all pistons equal mod 2 pi).
+    """
+    frames, deltas = _check(frames, deltas)
+    x = np.stack([np.ones_like(deltas), np.cos(deltas), np.sin(deltas)], axis=1)  # (N, 3)
+    m = x.T @ x
+    cond = np.linalg.cond(m)
+    if not np.isfinite(cond) or cond > MAX_COND:
+        raise ValueError(f"degenerate reference pistons (normal matrix condition number {cond:.3g}): need at "
+                         "least 3 distinct steps mod 2 pi that span the circle")
+    flat = frames.reshape(frames.shape[0], -1)
+    a, c, s = np.linalg.solve(m, x.T @ flat).reshape((3,) + frames.shape[1:])
+    return _estimate(frames, deltas, a, c, s)
+
+
+def three_step(i1, i2, i3) -> PhaseEstimate:
+    """Closed form for pistons (0, 2 pi/3, 4 pi/3): theta = atan2(sqrt(3) (I2 - I3), 2 I1 - I2 - I3).
+
+    C = (2 I1 - I2 - I3) / 3, S = (I2 - I3) / sqrt(3), A = (I1 + I2 + I3) / 3, B = hypot(C, S);
+    identical to ``phase_shifting`` (exactly determined, so the residual is 0).
+    """
+    f = np.asarray([i1, i2, i3], dtype=float)
+    c, s, a = (2 * f[0] - f[1] - f[2]) / 3, (f[1] - f[2]) / np.sqrt(3), f.mean(axis=0)
+    return _estimate(f, np.array([0, 2, 4]) * np.pi / 3, a, c, s)
+
+
+def four_step(i1, i2, i3, i4) -> PhaseEstimate:
+    """Closed form for pistons (0, pi/2, pi, 3 pi/2): theta = atan2(I2 - I4, I1 - I3).
+
+    C = (I1 - I3) / 2, S = (I2 - I4) / 2, A = (I1 + I2 + I3 + I4) / 4; equals the least-squares fit.
+    """
+    f = np.asarray([i1, i2, i3, i4], dtype=float)
+    c, s, a = (f[0] - f[2]) / 2, (f[1] - f[3]) / 2, f.mean(axis=0)
+    return _estimate(f, np.arange(4) * np.pi / 2, a, c, s)
+
+
+def five_step(i1, i2, i3, i4, i5) -> PhaseEstimate:
+    """Hariharan 5-step for pistons (-pi, -pi/2, 0, pi/2, pi) in the model I_n = A + B cos(theta - delta_n).
+
+    Then I2 - I4 = -2 B sin(theta) and 2 I3 - I1 - I5 = 4 B cos(theta), so here
+        theta = atan2(2 (I4 - I2), 2 I3 - I1 - I5).
+    The textbook form atan2(2 (I2 - I4), 2 I3 - I5 - I1) assumes I = A + B cos(theta + delta_n) and gives -theta
+    in this convention. C = (2 I3 - I1 - I5) / 4, S = (I4 - I2) / 2, A = (I1 + 2 I2 + 2 I3 + 2 I4 + I5) / 8.
+    Insensitive to a linear piston-calibration error; equals the least-squares fit on noiseless data only.
+    """
+    f = np.asarray([i1, i2, i3, i4, i5], dtype=float)
+    c, s = (2 * f[2] - f[0] - f[4]) / 4, (f[3] - f[1]) / 2
+    a = (f[0] + 2 * f[1] + 2 * f[2] + 2 * f[3] + f[4]) / 8
+    return _estimate(f, np.arange(-2, 3) * np.pi / 2, a, c, s)
+
+
+def _weights(spots, shape):
+    w = np.asarray(spots, dtype=float)
+    if w.ndim != 3 or w.shape[1:] != tuple(shape):
+        raise ValueError(f"spots must be weights of shape (n_spots, {shape[0]}, {shape[1]}), got {w.shape}")
+    if np.any(w < 0) or np.any(w.sum(axis=(1, 2)) <= 0):
+        raise ValueError("spot weights must be non-negative with a positive sum per spot")
+    return w
+
+
+def spot_values(frames, spots, saturation=None):
+    """Integrate camera frames over spot weights: values[..., i] = sum_x w_i(x) I(x).
+
+    frames: (..., H, W) (one frame or a stack); spots: (n_spots, H, W) non-negative weights.
+    Returns (values (..., n_spots), saturated (n_spots,) bool): a spot is saturated if any contributing pixel
+    (weight > CONTRIB_REL x its max weight) is >= saturation in any of the frames (all False if saturation None).
+    """
+    frames = np.asarray(frames, dtype=float)
+    w = _weights(spots, frames.shape[-2:])
+    values = np.tensordot(frames, w, axes=([-2, -1], [1, 2]))
+    sat = np.zeros(w.shape[0], bool)
+    if saturation is not None:
+        hot = (frames >= saturation).reshape((-1,) + frames.shape[-2:]).any(axis=0)  # (H, W)
+        contrib = w > CONTRIB_REL * w.max(axis=(1, 2), keepdims=True)
+        sat = (contrib & hot).any(axis=(1, 2))
+    return values, sat
+
+
+def _carrier_phase(shape, carrier):
+    ky, kx = (float(k) for k in carrier)
+    rows, cols = np.indices(shape)
+    return np.exp(1j * (ky * rows + kx * cols))  # e^{+i k_c.x}, x = (row, col) in pixels
+
+
+def off_axis(frame, carrier, spots, piston=0.0) -> PhaseEstimate:
+    """Single-shot off-axis demodulation of one frame (H, W) taken at reference piston ``piston`` (radians).
+
+    carrier (ky, kx) in rad/pixel, pixel coordinates x = (row, col) from the frame origin. With
+    I = A + B cos(theta - piston - k_c.x), the weighted low-pass of the demodulated frame is
+        Z_i = sum_x w_i I e^{+i k_c.x} / sum_x w_i  ~  (<B>_i / 2) e^{i (theta_i - piston)},
+    so theta = arg(Z) + piston, modulation = 2 |Z| (weight-averaged B), background = weighted mean of I.
+    (Demodulating with e^{-i k_c.x} as is also common gives -theta; we use the conjugate.)
+    Requirements: carrier period 2 pi / |k_c| of several pixels (well below Nyquist, |k_c| < pi), and each spot
+    spanning several carrier periods so that its weight suppresses the DC and 2 k_c terms. Residual is NaN.
+    """
+    frame = np.asarray(frame, dtype=float)
+    if frame.ndim != 2:
+        raise ValueError(f"off_axis takes one frame (H, W), got shape {frame.shape}")
+    w = _weights(spots, frame.shape)
+    norm = w.sum(axis=(1, 2))
+    z = np.tensordot(w, frame * _carrier_phase(frame.shape, carrier), axes=([1, 2], [0, 1])) / norm
+    bg = np.tensordot(w, frame, axes=([1, 2], [0, 1])) / norm
+    return PhaseEstimate(wrap(np.angle(z) + piston), 2 * np.abs(z), bg, np.full(norm.shape, np.nan))
+
+
+def pool_spots(estimate: PhaseEstimate, spots, carrier=(0.0, 0.0)) -> PhaseEstimate:
+    """Combine a pixel-wise estimate (fields of shape (H, W)) into per-spot estimates.
+
+    Z_i = sum_x w_i B e^{i (theta + k_c.x)} / sum_x w_i (removes the carrier tilt theta(x) = theta_i - k_c.x);
+    theta = arg Z, modulation = |Z| (weight-averaged B, as in ``off_axis``), background and residual are
+    weight-averaged (residual as rms: sqrt(sum w res^2 / sum w)).
+    """
+    b = np.asarray(estimate.modulation, dtype=float)
+    w = _weights(spots, b.shape)
+    norm = w.sum(axis=(1, 2))
+    field = b * np.exp(1j * np.asarray(estimate.theta)) * _carrier_phase(b.shape, carrier)
+
+    def avg(v):
+        return np.tensordot(w, v, axes=([1, 2], [0, 1])) / norm
+
+    z = avg(field)
+    return PhaseEstimate(wrap(np.angle(z)), np.abs(z), avg(np.asarray(estimate.background, float)),
+                         np.sqrt(avg(np.asarray(estimate.residual, float) ** 2)))
+
+
+def fix_gauge(theta, reference_index=None, reference_phase=0.0):
+    """Remove the global phase: theta - theta_ref + reference_phase, wrapped to (-pi, pi].
+
+    theta_ref is theta[..., reference_index] if given, else the circular mean arg(sum_i e^{i theta_i}) over the
+    last axis. The circular mean's error grows like 1 / |mean_i e^{i theta_i}|, so it is ill-conditioned when the
+    phases are spread around the circle (as for a few random spins); prefer a bright reference spot then.
+    """
+    theta = np.asarray(theta, dtype=float)
+    if reference_index is not None:
+        ref = theta[..., reference_index]
+    else:
+        ref = np.angle(np.sum(np.exp(1j * theta), axis=-1))
+    return wrap(theta - np.expand_dims(ref, -1) + reference_phase)
+
+
+def expected_phase_noise(n_frames, sigma_i, modulation):
+    """sigma_theta = sqrt(2 / N) sigma_I / B (radians) for N equal steps over one period, B >> sigma_I."""
+    return np.sqrt(2.0 / n_frames) * np.asarray(sigma_i, float) / np.asarray(modulation, float)
