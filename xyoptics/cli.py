@@ -1,5 +1,5 @@
-"""Command line: ``xyoptics train CONFIG.yaml [--out RUN_DIR]``, ``xyoptics data fetch mnist --dest DIR``,
-``xyoptics --version``."""
+"""Command line: ``xyoptics train CONFIG.yaml [--machine digital|simulated|RIG.yaml] [--out RUN_DIR]``,
+``xyoptics rig check RIG.yaml``, ``xyoptics data fetch mnist --dest DIR``, ``xyoptics --version``."""
 
 from __future__ import annotations
 
@@ -15,11 +15,22 @@ from .config import ConfigError, load_config
 
 def _train(args) -> int:
     cfg = load_config(args.config)  # fails before any work
-    from .train import train
+    from .train import prepare, train
 
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        summary = train(cfg, out, progress=not args.quiet).summary
+        if args.machine == "digital":
+            summary = train(cfg, out, progress=not args.quiet).summary
+        else:
+            from .rig import load_rig, open_optical_machine, simulated_rig
+
+            rig = simulated_rig() if args.machine == "simulated" else load_rig(args.machine)
+            if cfg.ep.cost != "cosine":
+                raise ConfigError("ep.cost: an optical machine nudges with an injected field, which realises "
+                                  "the cosine cost only; set ep.cost: cosine")
+            _, _, net = prepare(cfg)
+            with open_optical_machine(rig, net, args.trust) as machine:
+                summary = train(cfg, out, machine=machine, progress=not args.quiet, rig=rig).summary
     except KeyboardInterrupt:
         print(f"interrupted; partial results saved in {out}", file=sys.stderr)
         return 130
@@ -42,6 +53,20 @@ def _fetch(args) -> int:
     return 0
 
 
+def _rig_check(args) -> int:
+    from .devices import DeviceError
+    from .rig import check_rig, load_rig, simulated_rig
+
+    rig = simulated_rig() if args.rig == "simulated" else load_rig(args.rig)
+    try:
+        report = check_rig(rig, args.trust)
+    except DeviceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xyoptics", description=__doc__)
     parser.add_argument("--version", action="version", version=f"xyoptics {__version__}")
@@ -50,7 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="training config (YAML)")
     p.add_argument("--out", help="run folder (default runs/<config>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--machine", default="digital",
+                   help="digital (default), simulated (the embedded simulated optical rig) or a rig YAML")
+    p.add_argument("--trust", action="append", default=[], metavar="MODULE",
+                   help="also allow device classes from this module prefix")
     p.set_defaults(func=_train)
+    rig = sub.add_parser("rig", help="optical rigs").add_subparsers(dest="rig_command", required=True)
+    c = rig.add_parser("check", help="open the rig's devices, report what was found, close them")
+    c.add_argument("rig", help="rig config (YAML), or 'simulated'")
+    c.add_argument("--trust", action="append", default=[], metavar="MODULE")
+    c.set_defaults(func=_rig_check)
     data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
     f = data.add_parser("fetch", help="download and verify a data set")
     f.add_argument("dataset", choices=["mnist"])

@@ -101,11 +101,13 @@ def evaluate(machine: XYMachine, params: Params, data: Dataset, cost, rng: np.ra
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMachine | None = None,
-          progress: bool = True) -> RunResult:
+          progress: bool = True, rig=None) -> RunResult:
     """Train with EP as ``cfg`` says; write the run folder if ``out_dir`` is given."""
     t0 = time.perf_counter()
     train_set, test_set, net = prepare(cfg)
-    if machine is None:
+    if machine is not None:
+        net = machine.network
+    else:
         r = cfg.relax
         machine = DigitalXYMachine(net, solver=r.solver, tol=r.tol, max_iter=r.max_iter, dtype=r.dtype)
     rng_init, rng_shuffle, rng_train, rng_eval, rng_diag = (np.random.default_rng(s)
@@ -121,6 +123,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMac
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        if rig is not None:
+            write_text_atomic(out_dir / "rig.yaml", yaml.safe_dump(rig.model_dump(by_alias=True), sort_keys=False))
         metrics = JsonlWriter(out_dir / "metrics.jsonl")
 
     best, last, status = None, None, "completed"

@@ -1,0 +1,217 @@
+"""Physics engine of the simulated optical XY rig (DESIGN.md section 3).
+
+Its only input is the integer image an SLM displays; its only output the camera frames. In between:
+
+* SLM: gray level g (of 2^bits) becomes phase sign * 2 pi f(g / 2^bits) with a hidden, slightly nonlinear
+  f(x) = x + a sin(2 pi x) / (2 pi); the new image takes effect ``settle_time_s`` after the write.
+* Tiles (see ``xyoptics.layout``): each tile's first diffraction order, plus crosstalk chi times its four
+  neighbours' orders, times a hidden per-tile gain, sets the physical couplings W_b = G eta cos(arg) and the
+  injected fields (bias, clamp, nudge) G eta e^{i arg} on each spin.
+* Spins relax (overdamped) to a minimum of E = -sum W cos(phi_i - phi_j) - sum |F_i| cos(phi_i - arg F_i),
+  starting from their present state, plus thermal noise. A spin whose injected field exceeds ``LOCK_RATIO``
+  times its couplings is injection-locked: phi = arg F plus the first-order pull of its neighbours. With every
+  field off, spontaneous emission leaves random phases.
+* Camera: spot i carries sqrt(P) b_i e^{i(phi_i + o_i)} g_i(x) (hidden path offsets o_i, spot centres and
+  widths), the reference sqrt(P) r e^{i(delta + k.x)} overlaps all spots; the reference phase delta and power P
+  drift as random walks in time. Frames get shot noise, read noise, a dark offset, quantisation and saturation.
+
+Every imperfection can be switched off (``Imperfections.none()``); the hidden truth is exposed only through the
+``truth`` attribute, which tests may read and training code never does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field
+
+from xyoptics.clock import VirtualClock
+from xyoptics.config import Strict
+from xyoptics.layout import Layout, LayoutConfig, RigTopology, nominal_spot_centres
+from xyoptics.network import Params, XYNetwork
+from xyoptics.relax import build_landscape, minimise
+
+LOCK_RATIO = 20.0
+DARK_FIELD = 1e-9
+
+
+class Imperfections(Strict):
+    """Hidden imperfections of the simulated rig; zero switches each one off."""
+
+    gamma_nonlinearity: float = Field(default=0.08, ge=0, lt=1, description="a in f(x) = x + a sin(2 pi x)/2pi")
+    gain_spread: float = Field(default=0.03, ge=0, description="relative rms spread of tile gains")
+    crosstalk: float = Field(default=0.02, ge=0, description="amplitude leaking in from each neighbouring tile")
+    path_offset_rad: float = Field(default=0.5, ge=0, description="rms per-spin optical path offset")
+    spot_jitter_px: float = Field(default=0.6, ge=0, description="rms error of spot centres")
+    spot_width_spread: float = Field(default=0.1, ge=0, description="relative rms spread of spot widths")
+    drift_phase_rad: float = Field(default=0.02, ge=0, description="reference phase random walk per sqrt(s)")
+    drift_power: float = Field(default=0.01, ge=0, description="relative power random walk per sqrt(s)")
+    thermal_noise_rad: float = Field(default=0.003, ge=0, description="rms thermal phase fluctuation")
+    shot_noise: bool = True
+    read_noise_counts: float = Field(default=2.0, ge=0)
+    dark_offset_counts: float = Field(default=40.0, ge=0)
+    quantise: bool = True
+
+    @classmethod
+    def none(cls) -> "Imperfections":
+        return cls(gamma_nonlinearity=0, gain_spread=0, crosstalk=0, path_offset_rad=0, spot_jitter_px=0,
+                   spot_width_spread=0, drift_phase_rad=0, drift_power=0, thermal_noise_rad=0, shot_noise=False,
+                   read_noise_counts=0, dark_offset_counts=0, quantise=False)
+
+
+@dataclass
+class RigTruth:
+    """The simulated rig's hidden state (for tests and calibration error reports only)."""
+
+    gamma_a: float
+    tile_gain: np.ndarray
+    path_offsets: np.ndarray
+    spot_centres: np.ndarray
+    spot_sigma: np.ndarray
+    spot_brightness: np.ndarray
+    settle_time_s: float
+    reference_phase: float = 0.0
+    power: float = 1.0
+    phases: np.ndarray | None = None
+    relax_converged: bool = True
+
+
+class XYRigEngine:
+    """Shared physics of ``RigSLM`` and ``RigCamera``."""
+
+    def __init__(self, topology: RigTopology, layout: LayoutConfig, slm_shape: tuple[int, int],
+                 camera_shape: tuple[int, int], *, imperfections: Imperfections, settle_time_s: float,
+                 seed: int, clock=None, photons_per_unit: float = 4000.0, counts_per_photon: float = 0.15,
+                 camera_bitdepth: int = 12, reference_amplitude: float = 1.0):
+        self.topology, self.layout_config, self.imp = topology, layout, imperfections
+        self.rng = np.random.default_rng(seed)
+        self.clock = clock if clock is not None else VirtualClock()
+        self.camera_shape = tuple(camera_shape)
+        n = topology.n_spins
+        # tile bookkeeping reuses the encoder's geometry on an all-bonds network of the rig
+        routing = XYNetwork(n, np.array(topology.bonds, dtype=np.int64).reshape(-1, 2), np.arange(len(topology.bonds)),
+                            [], [], name="rig")
+        self.tiles = Layout(routing, topology, layout, slm_shape, camera_shape)
+        self.routing = routing
+        imp, rng = imperfections, self.rng
+        centres = nominal_spot_centres(n, layout, camera_shape) + rng.normal(0, imp.spot_jitter_px, (n, 2))
+        self.truth = RigTruth(
+            gamma_a=imp.gamma_nonlinearity,
+            tile_gain=1.0 + rng.normal(0, imp.gain_spread, self.tiles.n_tiles),
+            path_offsets=rng.normal(0, imp.path_offset_rad, n),
+            spot_centres=centres,
+            spot_sigma=layout.spot_sigma_px * (1.0 + rng.normal(0, imp.spot_width_spread, n)).clip(0.5, 2.0),
+            spot_brightness=np.ones(n),
+            settle_time_s=settle_time_s,
+            phases=rng.uniform(-np.pi, np.pi, n))
+        self.photons_per_unit, self.counts_per_photon = photons_per_unit, counts_per_photon
+        self.full_scale = 2 ** camera_bitdepth - 1
+        self.reference_amplitude = reference_amplitude
+        self._pending: tuple[float, np.ndarray] | None = None
+        self._reference = 0.0 + 0.0j
+        self._last_time = self.clock.now()
+        self._networks: dict[tuple, XYNetwork] = {}
+        yy, xx = np.mgrid[:camera_shape[0], :camera_shape[1]]
+        k = 2 * np.pi / layout.carrier_period_px
+        self._carrier = np.exp(1j * k * xx)
+        d2 = (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
+        self._profiles = np.exp(-d2 / (4 * self.truth.spot_sigma[:, None, None] ** 2)).reshape(n, -1)
+
+    # -- SLM side -------------------------------------------------------------------------------------
+    def display(self, gray: np.ndarray, gamma_sign: float, bitresolution: int) -> None:
+        """Receive a displayed integer image; it takes effect after the true settle time (an earlier image
+        whose settle time has passed acts first)."""
+        self._advance()
+        x = np.asarray(gray, dtype=np.float64) / bitresolution
+        f = x + self.truth.gamma_a * np.sin(2 * np.pi * x) / (2 * np.pi)
+        self._pending = (self.clock.now() + self.truth.settle_time_s, gamma_sign * 2 * np.pi * f)
+
+    # -- dynamics -------------------------------------------------------------------------------------
+    def _tile_orders(self, phase_image: np.ndarray) -> np.ndarray:
+        c = self.tiles.read_tiles(phase_image)
+        chi = self.imp.crosstalk
+        if chi:
+            origin = self.tiles.tile_origin // self.layout_config.tile_px
+            lookup = {tuple(o): k for k, o in enumerate(origin.tolist())}
+            leak = np.zeros_like(c)
+            for k, (r, col) in enumerate(origin.tolist()):
+                for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+                    j = lookup.get((r + dr, col + dc))
+                    if j is not None:
+                        leak[k] += c[j]
+            c = c + chi * leak
+        return c * self.truth.tile_gain
+
+    def _apply(self, phase_image: np.ndarray) -> None:
+        c = self._tile_orders(phase_image)
+        g, t = self.layout_config.gains, self.tiles
+        eta_phase = np.abs(c) * c  # eta e^{i arg}
+        w = g.coupling * eta_phase[:len(self.topology.bonds)].real
+        field = (g.bias * eta_phase[t.bias_tile] + g.clamp * eta_phase[t.clamp_tile]
+                 + g.nudge * eta_phase[t.nudge_tile])
+        self._reference = eta_phase[t.reference_tile]
+        phases = self.truth.phases
+        if np.abs(field).max(initial=0) < DARK_FIELD and np.abs(w).max(initial=0) < DARK_FIELD:
+            self.truth.phases = self.rng.uniform(-np.pi, np.pi, len(phases))
+            return
+        coupling_sum = np.zeros(len(phases))
+        edges = self.routing.edges
+        np.add.at(coupling_sum, edges[:, 0], np.abs(w))
+        np.add.at(coupling_sum, edges[:, 1], np.abs(w))
+        locked = np.abs(field) > LOCK_RATIO * np.maximum(coupling_sum, DARK_FIELD)
+        phases = phases.copy()
+        phases[locked] = np.angle(field[locked])
+        net = self._network(tuple(np.flatnonzero(locked)))
+        params = Params(w, np.abs(field), np.angle(field))
+        if net.n_free:
+            land = build_landscape(net, params, phases[None, net.inputs], dtype=np.float64)
+            res = minimise(land, phases[None, net.free], tol=1e-7, max_iter=100000)
+            phases[net.free] = res.phases[0]
+            self.truth.relax_converged = bool(res.converged[0])
+        if locked.any():  # first-order pull of the neighbours on locked spins
+            pull = np.zeros(len(phases))
+            i, j = edges[:, 0], edges[:, 1]
+            np.add.at(pull, i, w * np.sin(phases[j] - phases[i]))
+            np.add.at(pull, j, w * np.sin(phases[i] - phases[j]))
+            phases[locked] += pull[locked] / np.abs(field[locked])
+        if self.imp.thermal_noise_rad:
+            phases += self.rng.normal(0, self.imp.thermal_noise_rad, len(phases))
+        self.truth.phases = np.angle(np.exp(1j * phases))
+
+    def _network(self, locked: tuple) -> XYNetwork:
+        if locked not in self._networks:
+            r = self.routing
+            self._networks[locked] = XYNetwork(r.n_spins, r.edges, r.edge_param, np.array(locked, dtype=np.int64),
+                                               [], name="rig")
+        return self._networks[locked]
+
+    def _advance(self) -> None:
+        now = self.clock.now()
+        dt = max(now - self._last_time, 0.0)
+        self._last_time = now
+        if dt:
+            self.truth.reference_phase += self.imp.drift_phase_rad * np.sqrt(dt) * self.rng.normal()
+            self.truth.power *= float(np.exp(self.imp.drift_power * np.sqrt(dt) * self.rng.normal()))
+        if self._pending is not None and now >= self._pending[0]:
+            self._apply(self._pending[1])
+            self._pending = None
+
+    # -- camera side ----------------------------------------------------------------------------------
+    def frame(self, exposure_s: float, reference_scale: float = 1.0) -> np.ndarray:
+        """One camera frame (rows, cols) in counts, float64 (integer-valued when quantised)."""
+        self._advance()
+        tr, imp = self.truth, self.imp
+        spots = tr.spot_brightness * np.exp(1j * (tr.phases + tr.path_offsets))
+        total = (spots @ self._profiles).reshape(self.camera_shape) \
+            + self.reference_amplitude * reference_scale * self._reference * np.exp(1j * tr.reference_phase) \
+            * self._carrier
+        photons = tr.power * np.abs(total) ** 2 * self.photons_per_unit * exposure_s / 1e-3
+        if imp.shot_noise:
+            photons = self.rng.poisson(photons).astype(np.float64)
+        counts = photons * self.counts_per_photon + imp.dark_offset_counts
+        if imp.read_noise_counts:
+            counts = counts + self.rng.normal(0, imp.read_noise_counts, counts.shape)
+        if imp.quantise:
+            counts = np.rint(counts)
+        return np.clip(counts, 0, self.full_scale)

@@ -1,0 +1,202 @@
+"""Where a network lives on the optical rig: SLM tiles for its bonds and sites, camera spots for its spins, and
+the encoding of parameters, inputs and nudges into one SLM phase image.
+
+Tiles. The SLM image (rows x cols pixels) is cut into square tiles of ``tile_px`` pixels, numbered row-major.
+Tile order: one per rig bond (the rig's fixed optical routing), then per rig spin a bias tile, a clamp tile
+(strong injection: input clamps, and seeding a state) and a nudge tile (weak injection), then the reference
+tile whose piston steps the readout phase.
+
+Encoding. Every tile shows a blazed grating along x with period ``period_px`` pixels, depth m in [0, 2 pi] and a
+piston p: phi(x) = p + m (x mod period) / period. Its first diffraction order carries the complex amplitude
+c1(m) e^{i p} with c1(m) = (1/period) sum_x exp(i m x/period - 2 pi i x/period), so the efficiency eta = |c1|^2
+rises from 0 (m = 0) to 1 (m = 2 pi) -- for a continuous ramp eta(m) = sinc^2(1 - m/2pi). A tile of target
+efficiency eta and target phase alpha uses m = eta^-1(eta) and p = alpha - arg c1(m). The rig turns efficiency
+into physical strength with its nominal gains (dimensionless, energy units of the XY model):
+
+    W_b = G_coupling eta_b cos(alpha_b)  (alpha in {0, pi} sets the sign),
+    bias h_i e^{i psi_i} = G_bias eta e^{i alpha},  clamp = G_clamp eta e^{i alpha},  nudge = G_nudge eta e^{i alpha}.
+
+A nudge of strength beta toward target y adds -beta cos(phi_o - y): the cosine cost, the only one an optical
+field can make. Calibration replaces the nominal transfer and spot positions (identity until then).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field
+
+from .config import Strict
+from .network import Params, XYNetwork
+
+
+class TileGains(Strict):
+    """Physical strength at full efficiency (eta = 1) of each tile kind, in units of the XY energy."""
+
+    coupling: float = Field(default=2.0, gt=0)
+    bias: float = Field(default=2.0, gt=0)
+    clamp: float = Field(default=1000.0, gt=0)
+    nudge: float = Field(default=1.0, gt=0)
+
+
+class LayoutConfig(Strict):
+    """Geometry of tiles on the SLM and spots on the camera (pixels)."""
+
+    tile_px: int = Field(default=8, ge=4)
+    period_px: int = Field(default=4, ge=2)
+    gains: TileGains = TileGains()
+    spot_pitch_px: float = Field(default=12.0, gt=0)
+    spot_margin_px: float = Field(default=10.0, ge=0)
+    spot_sigma_px: float = Field(default=2.0, gt=0)
+    carrier_period_px: float = Field(default=3.0, gt=2, description="reference fringe period along x")
+
+
+class RigTopology(Strict):
+    """The rig's fixed optical routing: how many spins, and which spin pair each bond tile couples."""
+
+    n_spins: int = Field(ge=1)
+    bonds: list[tuple[int, int]]
+
+
+def grating_amplitude(depth: np.ndarray, period: int) -> np.ndarray:
+    """First-order complex amplitude c1(m) of a zero-piston blazed grating of depth m (radians)."""
+    x = np.arange(period)
+    m = np.asarray(depth, dtype=np.float64)[..., None]
+    return np.mean(np.exp(1j * (m - 2 * np.pi) * x / period), axis=-1)
+
+
+def tile_amplitude(phase: np.ndarray, period: int) -> np.ndarray:
+    """First-order complex amplitude of displayed tile phases (..., tile, tile): mean of exp(i phi) against
+    the grating carrier exp(-2 pi i x / period)."""
+    x = np.arange(phase.shape[-1])
+    return np.mean(np.exp(1j * phase) * np.exp(-2j * np.pi * x / period), axis=(-2, -1))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the encoding and readout know about the real rig. Identity (nominal values) until measured:
+    ``efficiency_scale`` multiplies each tile's nominal efficiency (n_tiles,), ``spot_centres`` (n_spins, 2) in
+    camera pixels (row, col), ``path_offsets`` (n_spins,) radians subtracted from read angles."""
+
+    efficiency_scale: np.ndarray | None = None
+    spot_centres: np.ndarray | None = None
+    path_offsets: np.ndarray | None = None
+
+
+class Layout:
+    """Assigns a network's bonds and spins to the rig's tiles and spots, and encodes SLM images."""
+
+    def __init__(self, net: XYNetwork, topology: RigTopology, config: LayoutConfig,
+                 slm_shape: tuple[int, int], camera_shape: tuple[int, int], calibration: Calibration = Calibration()):
+        self.net, self.topology, self.config, self.calibration = net, topology, config, calibration
+        n_rig = topology.n_spins
+        if net.n_spins > n_rig:
+            raise ValueError(f"network has {net.n_spins} spins but the rig only {n_rig}")
+        pairs = {tuple(sorted(b)): k for k, b in enumerate(topology.bonds)}
+        missing = [tuple(e) for e in net.edges.tolist() if tuple(sorted(e)) not in pairs]
+        if missing:
+            raise ValueError(f"{len(missing)} bonds of the network are not routed on this rig, e.g. {missing[:3]}")
+        self.bond_tile = np.array([pairs[tuple(sorted(e))] for e in net.edges.tolist()], dtype=np.int64)
+        n_bond_tiles = len(topology.bonds)
+        self.bias_tile = n_bond_tiles + np.arange(n_rig)
+        self.clamp_tile = self.bias_tile + n_rig
+        self.nudge_tile = self.clamp_tile + n_rig
+        self.reference_tile = n_bond_tiles + 3 * n_rig
+        self.n_tiles = self.reference_tile + 1
+        t = config.tile_px
+        self.slm_shape = tuple(slm_shape)
+        per_row, rows = self.slm_shape[1] // t, self.slm_shape[0] // t
+        if self.n_tiles > per_row * rows:
+            raise ValueError(f"the rig needs {self.n_tiles} tiles of {t} px but a {self.slm_shape[1]}x"
+                             f"{self.slm_shape[0]} SLM holds {per_row * rows}")
+        self.tile_origin = np.stack(np.divmod(np.arange(self.n_tiles), per_row), 1) * t  # (row, col) pixels
+        depths = np.linspace(0.0, 2 * np.pi, 4097)
+        c1 = grating_amplitude(depths, config.period_px)
+        self._depths, self._eta, self._arg = depths, np.abs(c1) ** 2, np.angle(c1)
+        self.camera_shape = tuple(camera_shape)
+        self.spot_centres = nominal_spot_centres(n_rig, config, camera_shape) \
+            if calibration.spot_centres is None else np.asarray(calibration.spot_centres, float)
+
+    # -- encoding ---------------------------------------------------------------------------------------
+    def tile_settings(self, params: Params, inputs: np.ndarray, *, nudge_beta: float = 0.0,
+                      targets: np.ndarray | None = None, seed: np.ndarray | None = None,
+                      reference_piston: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+        """Target efficiency eta and phase alpha for every tile, and how many were clipped at eta = 1.
+
+        ``inputs`` (n_inputs,) clamp the input spins; ``seed`` (n_spins,) instead clamps every spin (used to
+        prepare a start state); the nudge pulls the outputs toward ``targets`` with strength ``nudge_beta``."""
+        g = self.config.gains
+        net, n_rig = self.net, self.topology.n_spins
+        eta = np.zeros(self.n_tiles)
+        alpha = np.zeros(self.n_tiles)
+        w = net.bond_weights(params)
+        eta[self.bond_tile] = np.abs(w) / g.coupling
+        alpha[self.bond_tile] = np.where(w < 0, np.pi, 0.0)
+        h = np.zeros(n_rig)
+        h[:net.n_spins] = np.where(net.free, params.h, 0.0)
+        psi = np.zeros(n_rig)
+        psi[:net.n_spins] = params.psi
+        eta[self.bias_tile] = np.abs(h) / g.bias
+        alpha[self.bias_tile] = psi + np.where(h < 0, np.pi, 0.0)
+        if seed is not None:
+            eta[self.clamp_tile[:net.n_spins]] = 1.0
+            alpha[self.clamp_tile[:net.n_spins]] = seed
+        else:
+            eta[self.clamp_tile[net.inputs]] = 1.0
+            alpha[self.clamp_tile[net.inputs]] = inputs
+        if nudge_beta:
+            eta[self.nudge_tile[net.outputs]] = abs(nudge_beta) / g.nudge
+            alpha[self.nudge_tile[net.outputs]] = np.asarray(targets) + (np.pi if nudge_beta < 0 else 0.0)
+        eta[self.reference_tile], alpha[self.reference_tile] = 1.0, reference_piston
+        if self.calibration.efficiency_scale is not None:
+            eta = eta / np.asarray(self.calibration.efficiency_scale)
+        clipped = int(np.count_nonzero(eta > 1.0 + 1e-12))
+        return np.clip(eta, 0.0, 1.0), alpha, clipped
+
+    def image(self, eta: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """SLM phase image (rows, cols), radians, showing each tile's grating; unused pixels stay flat."""
+        depth = np.interp(eta, self._eta, self._depths)
+        piston = alpha - np.interp(depth, self._depths, np.unwrap(self._arg))
+        t, p = self.config.tile_px, self.config.period_px
+        ramp = (np.arange(t) % p) / p
+        tiles = piston[:, None, None] + depth[:, None, None] * ramp[None, None, :] * np.ones((1, t, 1))
+        img = np.zeros(self.slm_shape)
+        r, c = self.tile_origin[:, 0], self.tile_origin[:, 1]
+        rows = (r[:, None] + np.arange(t))[:, :, None]
+        cols = (c[:, None] + np.arange(t))[:, None, :]
+        img[rows, cols] = tiles
+        return img
+
+    def read_tiles(self, phase_image: np.ndarray) -> np.ndarray:
+        """First-order complex amplitude of every tile of a displayed phase image."""
+        t = self.config.tile_px
+        r, c = self.tile_origin[:, 0], self.tile_origin[:, 1]
+        rows = (r[:, None] + np.arange(t))[:, :, None]
+        cols = (c[:, None] + np.arange(t))[:, None, :]
+        return tile_amplitude(phase_image[rows, cols], self.config.period_px)
+
+    # -- readout geometry -------------------------------------------------------------------------------
+    def spot_weights(self, sigma_px: float | None = None) -> np.ndarray:
+        """Gaussian weights (n_spins, camera rows, camera cols) around each spot centre, cut at 3 sigma."""
+        sigma = self.config.spot_sigma_px if sigma_px is None else sigma_px
+        yy, xx = np.mgrid[:self.camera_shape[0], :self.camera_shape[1]]
+        cy, cx = self.spot_centres[:, 0, None, None], self.spot_centres[:, 1, None, None]
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        return np.where(d2 <= (3 * sigma) ** 2, np.exp(-d2 / (2 * sigma ** 2)), 0.0)
+
+    @property
+    def carrier(self) -> tuple[float, float]:
+        """Reference wave vector (k_row, k_col) in rad/pixel."""
+        return 0.0, 2 * np.pi / self.config.carrier_period_px
+
+
+def nominal_spot_centres(n_spins: int, config: LayoutConfig, camera_shape: tuple[int, int]) -> np.ndarray:
+    """Spots on a square grid of pitch ``spot_pitch_px`` from ``spot_margin_px``, row-major, as (row, col)."""
+    per_row = int((camera_shape[1] - 2 * config.spot_margin_px) // config.spot_pitch_px) + 1
+    r, c = np.divmod(np.arange(n_spins), max(per_row, 1))
+    centres = config.spot_margin_px + config.spot_pitch_px * np.stack([r, c], 1).astype(float)
+    if centres.size and (centres[:, 0].max() > camera_shape[0] - config.spot_margin_px):
+        raise ValueError(f"{n_spins} spots of pitch {config.spot_pitch_px} px do not fit a "
+                         f"{camera_shape[1]}x{camera_shape[0]} camera")
+    return centres

@@ -1,0 +1,122 @@
+"""``OpticalXYMachine``: the XYMachine seam over an slmsuite SLM and camera.
+
+For each sample it writes an SLM image, waits the settle time, discards stale frames, grabs frames and reads
+the spin angles (readout.py). Starts are physical:
+
+* a fresh start (``start=None``) shows a dark image -- no couplings, fields or injections -- so spontaneous
+  emission scrambles every phase, then the working image;
+* a given start (an earlier ``Equilibrium``) is prepared by injection-locking every spin to those angles with
+  the clamp tiles, then releasing all clamps but the inputs' together with the nudge.
+
+Inputs are clamped by strong injection; a nudge is a weak injection of strength beta toward the target, which
+adds beta (1 - cos(phi_o - y_o)) to the energy: only the cosine cost exists on hardware. The global phase gauge
+is fixed by the clamped inputs: the circular mean of (read - commanded) input angles is removed.
+
+Measurement quality travels with the angles: ``converged`` is False for a sample whose spots were saturated or
+too weakly modulated to read; ``residual`` is the largest per-spot fit residual (counts); ``quality`` holds
+the per-spot modulation, flags, and how many tiles had to be clipped at full efficiency.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .clock import RealClock
+from .costs import CosineCost
+from .layout import Calibration, Layout, LayoutConfig, RigTopology
+from .machine import Equilibrium, Nudge
+from .network import Params, XYNetwork
+from .readout import off_axis, phase_shifting, pool_spots, spot_values, wrap
+
+READOUTS = ("phase_shifting", "off_axis")
+
+
+class OpticalXYMachine:
+    """Settles an XY network on an optical rig. ``topology`` is the rig's optical routing; ``readout`` is
+    "phase_shifting" (``n_steps`` reference pistons 2 pi n / n_steps) or "off_axis" (one frame)."""
+
+    def __init__(self, network: XYNetwork, slm, camera, topology: RigTopology,
+                 layout: LayoutConfig = LayoutConfig(), *, calibration: Calibration = Calibration(),
+                 readout: str = "phase_shifting", n_steps: int = 4, settle_time_s: float | None = None,
+                 min_modulation: float | None = None, clock=None):
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}")
+        if readout == "phase_shifting" and n_steps < 3:
+            raise ValueError("phase shifting needs at least 3 steps")
+        self.network, self.slm, self.camera = network, slm, camera
+        self.layout = Layout(network, topology, layout, slm.shape, camera.shape, calibration)
+        self.calibration = calibration
+        self.readout, self.n_steps = readout, int(n_steps)
+        self.settle_time_s = float(slm.settle_time_s if settle_time_s is None else settle_time_s)
+        self.clock = clock if clock is not None else getattr(slm, "clock", None) or RealClock()
+        self.min_modulation = min_modulation
+        self.weights = self.layout.spot_weights()[:network.n_spins]
+        self.saturation = 2 ** camera.bitdepth - 1
+        self.frames_read = 0
+
+    # -- one physical write ---------------------------------------------------------------------------
+    def _show(self, eta: np.ndarray, alpha: np.ndarray) -> None:
+        self.slm.set_phase(self.layout.image(eta, alpha), settle=False)
+        self.clock.sleep(self.settle_time_s)
+        self.camera.flush()
+
+    def _measure(self, params: Params, x: np.ndarray, beta: float, targets) -> tuple[np.ndarray, dict, int]:
+        """Angles of every network spin for the present state, with quality figures."""
+        steps = (2 * np.pi * np.arange(self.n_steps) / self.n_steps) if self.readout == "phase_shifting" else [0.0]
+        frames, clipped = [], 0
+        for delta in steps:
+            eta, alpha, clipped = self.layout.tile_settings(params, x, nudge_beta=beta, targets=targets,
+                                                            reference_piston=delta)
+            self._show(eta, alpha)
+            frames.append(np.asarray(self.camera.get_image(), dtype=np.float64))
+        self.frames_read += len(frames)
+        frames = np.array(frames)
+        if self.readout == "phase_shifting":
+            est = pool_spots(phase_shifting(frames, np.asarray(steps)), self.weights, self.layout.carrier)
+        else:
+            est = off_axis(frames[0], self.layout.carrier, self.weights)
+        _, saturated = spot_values(frames, self.weights, saturation=self.saturation)
+        flags = est.flags(saturated=saturated, min_modulation=self.min_modulation)
+        theta = est.theta
+        if self.calibration.path_offsets is not None:
+            theta = theta - np.asarray(self.calibration.path_offsets)[:self.network.n_spins]
+        inputs = self.network.inputs
+        if len(inputs):
+            theta = theta - np.angle(np.mean(np.exp(1j * (theta[inputs] - x))))
+        quality = {"modulation": est.modulation, "low_modulation": flags["low_modulation"],
+                   "saturated": flags["saturated"], "residual": est.residual}
+        return wrap(theta), quality, clipped
+
+    # -- the seam -------------------------------------------------------------------------------------
+    def equilibrate(self, params: Params, inputs: np.ndarray, *, nudge: Nudge | None = None,
+                    start: Equilibrium | np.ndarray | None = None,
+                    rng: np.random.Generator | None = None) -> Equilibrium:
+        """Settle each sample in turn on the rig. ``rng`` is unused: fresh starts are physically random."""
+        net = self.network
+        inputs = np.atleast_2d(np.asarray(inputs, dtype=np.float64))
+        if inputs.shape[1] != len(net.inputs):
+            raise ValueError(f"expected {len(net.inputs)} input angles per sample, got {inputs.shape[1]}")
+        if nudge is not None and not isinstance(nudge.cost, CosineCost):
+            raise ValueError("an optical nudge is an injected field: it realises the cosine cost only "
+                             "(set ep.cost: cosine)")
+        starts = None if start is None else (start.phases if isinstance(start, Equilibrium) else np.atleast_2d(start))
+        n = len(inputs)
+        phases = np.zeros((n, net.n_spins))
+        ok = np.ones(n, dtype=bool)
+        residual = np.zeros(n)
+        modulation = np.zeros((n, net.n_spins))
+        clipped = np.zeros(n, dtype=np.int64)
+        for b in range(n):
+            beta, targets = (0.0, None) if nudge is None else (nudge.beta, np.atleast_2d(nudge.targets)[b])
+            if starts is None:
+                self._show(np.zeros(self.layout.n_tiles), np.zeros(self.layout.n_tiles))
+            else:
+                eta, alpha, _ = self.layout.tile_settings(params, inputs[b], seed=starts[b])
+                self._show(eta, alpha)
+            phases[b], q, clipped[b] = self._measure(params, inputs[b], beta, targets)
+            ok[b] = not (q["saturated"].any() or q["low_modulation"].any())
+            residual[b] = float(np.max(q["residual"])) if np.size(q["residual"]) else 0.0
+            modulation[b] = q["modulation"]
+        frames = self.n_steps if self.readout == "phase_shifting" else 1
+        return Equilibrium(phases, ok, np.full(n, frames), residual,
+                           {"modulation": modulation, "clipped_tiles": clipped})

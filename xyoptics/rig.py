@@ -1,0 +1,100 @@
+"""Rig configuration: which slmsuite devices, the optical routing, tile and spot geometry, readout -- and
+opening it all as an ``OpticalXYMachine``.
+
+A rig YAML names each device by import path and keyword arguments (``devices.DeviceSpec``); device kwargs may
+reference ``"@topology"`` and ``"@layout"`` (this file's values; a simulated rig is built from them) and the
+camera ``"@slm"``. ``topology: network`` means the rig's routing is exactly the trained network's bonds, which
+only a simulated rig built for that network can promise; a lab lists its routing explicitly.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from .config import ConfigError, Strict, describe
+from .devices import DeviceSpec, check_rig_devices, open_devices
+from .layout import LayoutConfig, RigTopology
+from .network import XYNetwork
+from .optical import OpticalXYMachine
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "experiments" / "rigs"
+
+
+class ReadoutConfig(Strict):
+    method: Literal["phase_shifting", "off_axis"] = "phase_shifting"
+    n_steps: int = Field(default=4, ge=3)
+    min_modulation: float | None = Field(default=None, gt=0, description="counts; default 0.1 x median")
+
+
+class RigConfig(Strict):
+    """One optical rig: devices, routing, geometry, readout."""
+
+    name: str
+    slm: DeviceSpec
+    camera: DeviceSpec
+    topology: RigTopology | Literal["network"]
+    layout: LayoutConfig = LayoutConfig()
+    readout: ReadoutConfig = ReadoutConfig()
+    settle_time_s: float | None = Field(default=None, gt=0, description="overrides the SLM's own settle time")
+    wavelength_nm: float | None = Field(default=None, gt=0)
+
+
+def load_rig(path: str | Path) -> RigConfig:
+    """Read and validate a rig YAML; raises ConfigError naming every bad field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read rig config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        return RigConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid rig config {path}:\n{describe(exc)}") from None
+
+
+def simulated_rig() -> RigConfig:
+    """The embedded default: the simulated optical rig with its default imperfections."""
+    return load_rig(EXAMPLES / "simulated.yaml")
+
+
+def rig_topology(cfg: RigConfig, network: XYNetwork | None) -> RigTopology:
+    if cfg.topology != "network":
+        return cfg.topology
+    if network is None:  # a bare device check: one spin, no bonds
+        return RigTopology(n_spins=1, bonds=[])
+    return RigTopology(n_spins=network.n_spins, bonds=[tuple(e) for e in network.edges.tolist()])
+
+
+def _refs(cfg: RigConfig, topology: RigTopology) -> dict:
+    return {"topology": topology.model_dump(), "layout": cfg.layout.model_dump()}
+
+
+@contextmanager
+def open_optical_machine(cfg: RigConfig, network: XYNetwork, trusted=()):
+    """Open the rig's devices and yield an ``OpticalXYMachine`` for ``network``; devices close on exit."""
+    topology = rig_topology(cfg, network)
+    with open_devices(cfg.slm, cfg.camera, trusted, _refs(cfg, topology)) as (slm, camera):
+        try:
+            machine = OpticalXYMachine(network, slm, camera, topology, cfg.layout, readout=cfg.readout.method,
+                                       n_steps=cfg.readout.n_steps, settle_time_s=cfg.settle_time_s,
+                                       min_modulation=cfg.readout.min_modulation)
+        except ValueError as exc:
+            raise ConfigError(f"rig {cfg.name!r} cannot hold {network.name}: {exc}") from None
+        yield machine
+
+
+def check_rig(cfg: RigConfig, trusted=()) -> dict:
+    """Open the devices, grab a frame, write a flat phase, close; report what was found."""
+    topology = rig_topology(cfg, None)
+    report = check_rig_devices(cfg.slm, cfg.camera, trusted, _refs(cfg, topology))
+    report["rig"] = cfg.name
+    report["topology"] = ("the trained network's bonds" if cfg.topology == "network"
+                          else f"{topology.n_spins} spins, {len(topology.bonds)} bonds")
+    return report
