@@ -149,18 +149,23 @@ def describe(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read and validate a training config; raises ConfigError naming every bad field."""
+def load_yaml_model(path: str | Path, model: type[BaseModel], what: str = "config"):
+    """Read a YAML mapping and validate it as ``model``; raises ConfigError naming every bad field."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     try:
-        return TrainConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config {path}:\n{describe(exc)}") from None
+        raise ConfigError(f"invalid {what} {path}:\n{describe(exc)}") from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a training config; raises ConfigError naming every bad field."""
+    return load_yaml_model(path, TrainConfig)

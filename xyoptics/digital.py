@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .machine import Equilibrium, Nudge
+from .machine import Equilibrium, Nudge, check_inputs
 from .network import Params, XYNetwork
 from .relax import build_landscape, minimise
 
@@ -23,9 +23,7 @@ class DigitalXYMachine:
                     start: Equilibrium | np.ndarray | None = None,
                     rng: np.random.Generator | None = None) -> Equilibrium:
         net = self.network
-        inputs = np.atleast_2d(np.asarray(inputs, dtype=np.float64))
-        if inputs.shape[1] != len(net.inputs):
-            raise ValueError(f"expected {len(net.inputs)} input angles per sample, got {inputs.shape[1]}")
+        inputs = check_inputs(net, inputs)
         if start is None:
             if rng is None:
                 raise ValueError("a random start needs an explicit numpy Generator (rng)")

@@ -62,3 +62,11 @@ class XYMachine(Protocol):
     def equilibrate(self, params: Params, inputs: np.ndarray, *, nudge: Nudge | None = None,
                     start: "Equilibrium | np.ndarray | None" = None,
                     rng: np.random.Generator | None = None) -> Equilibrium: ...
+
+
+def check_inputs(network: XYNetwork, inputs: np.ndarray) -> np.ndarray:
+    """Input angles as a (batch, n_inputs) float64 array; a wrong count is a ValueError."""
+    inputs = np.atleast_2d(np.asarray(inputs, dtype=np.float64))
+    if inputs.shape[1] != len(network.inputs):
+        raise ValueError(f"expected {len(network.inputs)} input angles per sample, got {inputs.shape[1]}")
+    return inputs

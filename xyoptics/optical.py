@@ -24,7 +24,7 @@ import numpy as np
 from .clock import RealClock
 from .costs import CosineCost
 from .layout import Calibration, Layout, LayoutConfig, RigTopology
-from .machine import Equilibrium, Nudge
+from .machine import Equilibrium, Nudge, check_inputs
 from .network import Params, XYNetwork
 from .readout import off_axis, phase_shifting, pool_spots, spot_values, wrap
 
@@ -93,9 +93,7 @@ class OpticalXYMachine:
                     rng: np.random.Generator | None = None) -> Equilibrium:
         """Settle each sample in turn on the rig. ``rng`` is unused: fresh starts are physically random."""
         net = self.network
-        inputs = np.atleast_2d(np.asarray(inputs, dtype=np.float64))
-        if inputs.shape[1] != len(net.inputs):
-            raise ValueError(f"expected {len(net.inputs)} input angles per sample, got {inputs.shape[1]}")
+        inputs = check_inputs(net, inputs)
         if nudge is not None and not isinstance(nudge.cost, CosineCost):
             raise ValueError("an optical nudge is an injected field: it realises the cosine cost only "
                              "(set ep.cost: cosine)")

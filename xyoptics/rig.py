@@ -13,10 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from .config import ConfigError, Strict, describe
+from .config import ConfigError, Strict, load_yaml_model
 from .devices import DeviceSpec, check_rig_devices, open_devices
 from .layout import LayoutConfig, RigTopology
 from .network import XYNetwork
@@ -46,17 +45,7 @@ class RigConfig(Strict):
 
 def load_rig(path: str | Path) -> RigConfig:
     """Read and validate a rig YAML; raises ConfigError naming every bad field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read rig config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    try:
-        return RigConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid rig config {path}:\n{describe(exc)}") from None
+    return load_yaml_model(path, RigConfig, "rig config")
 
 
 def simulated_rig() -> RigConfig:
