@@ -18,7 +18,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/xyoptics train experiments/xor_lattice_skip_rig.yaml --machine experiments/rigs/ideal.yaml --out runs/demo
+	$(BIN)/xyoptics train experiments/xor_lattice_skip_rig.yaml --machine simulated --out runs/demo
 
 test: $(VENV)/.installed-test
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q
