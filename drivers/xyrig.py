@@ -52,12 +52,13 @@ class Imperfections(Strict):
     read_noise_counts: float = Field(default=2.0, ge=0)
     dark_offset_counts: float = Field(default=40.0, ge=0)
     quantise: bool = True
+    settle_factor: float = Field(default=1.0, gt=0, description="true settle time / the SLM's nominal one")
 
     @classmethod
     def none(cls) -> "Imperfections":
         return cls(gamma_nonlinearity=0, gain_spread=0, crosstalk=0, path_offset_rad=0, spot_jitter_px=0,
                    spot_width_spread=0, drift_phase_rad=0, drift_power=0, thermal_noise_rad=0, shot_noise=False,
-                   read_noise_counts=0, dark_offset_counts=0, quantise=False)
+                   read_noise_counts=0, dark_offset_counts=0, quantise=False, settle_factor=1.0)
 
 
 @dataclass
@@ -103,11 +104,12 @@ class XYRigEngine:
             spot_centres=centres,
             spot_sigma=layout.spot_sigma_px * (1.0 + rng.normal(0, imp.spot_width_spread, n)).clip(0.5, 2.0),
             spot_brightness=np.ones(n),
-            settle_time_s=settle_time_s,
+            settle_time_s=settle_time_s * imperfections.settle_factor,
             phases=rng.uniform(-np.pi, np.pi, n))
         self.photons_per_unit, self.counts_per_photon = photons_per_unit, counts_per_photon
         self.full_scale = 2 ** camera_bitdepth - 1
         self.reference_amplitude = reference_amplitude
+        self.light = True  # False: laser off or beam blocked (a shutter will switch this)
         self._pending: tuple[float, np.ndarray] | None = None
         self._reference = 0.0 + 0.0j
         self._last_time = self.clock.now()
@@ -206,7 +208,7 @@ class XYRigEngine:
         total = (spots @ self._profiles).reshape(self.camera_shape) \
             + self.reference_amplitude * reference_scale * self._reference * np.exp(1j * tr.reference_phase) \
             * self._carrier
-        photons = tr.power * np.abs(total) ** 2 * self.photons_per_unit * exposure_s / 1e-3
+        photons = tr.power * self.light * np.abs(total) ** 2 * self.photons_per_unit * exposure_s / 1e-3
         if imp.shot_noise:
             photons = self.rng.poisson(photons).astype(np.float64)
         counts = photons * self.counts_per_photon + imp.dark_offset_counts

@@ -30,7 +30,9 @@ def _train(args) -> int:
                                   "the cosine cost only; set ep.cost: cosine")
             _, _, net = prepare(cfg)
             with open_optical_machine(rig, net, args.trust) as machine:
-                summary = train(cfg, out, machine=machine, progress=not args.quiet, rig=rig).summary
+                references = _load_calibration(machine, rig, args.calibration) if args.calibration else None
+                summary = train(cfg, out, machine=machine, progress=not args.quiet, rig=rig,
+                                calibration=references).summary
     except KeyboardInterrupt:
         print(f"interrupted; partial results saved in {out}", file=sys.stderr)
         return 130
@@ -51,6 +53,37 @@ def _fetch(args) -> int:
         return 1
     print(f"MNIST files verified in {dest}; point XYOPTICS_DATA there to use them")
     return 0
+
+
+def _load_calibration(machine, rig, folder) -> list[dict]:
+    """Apply the latest valid calibrations in ``folder`` for the connected hardware; return file references."""
+    from calibration.runner import PROCEDURES, calibration_from
+    from calibration.store import CalibrationStore, Hardware
+
+    store = CalibrationStore(folder)
+    hardware = Hardware.from_devices(rig.name, machine.slm, machine.camera, rig.wavelength_nm)
+    records = store.latest_set(list(PROCEDURES), hardware)
+    if not records:
+        raise ConfigError(f"--calibration {folder}: no calibration there matches this rig's hardware")
+    machine.use_calibration(*calibration_from(records))
+    print(f"using calibrations: {', '.join(sorted(r.path.name for r in records.values()))}", file=sys.stderr)
+    return store.references(records.values())
+
+
+def _calibrate(args) -> int:
+    from calibration.runner import run_calibration
+    from .rig import load_rig, simulated_rig
+
+    rig = simulated_rig() if args.rig == "simulated" else load_rig(args.rig)
+    net = None
+    if rig.topology == "network":
+        if not args.config:
+            raise ConfigError(f"rig {rig.name!r} is built for a network (topology: network): give --config")
+        from .train import prepare
+        _, _, net = prepare(load_config(args.config))
+    report = run_calibration(rig, net, args.out, only=args.only, trusted=args.trust, progress=not args.quiet)
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
 
 
 def _rig_check(args) -> int:
@@ -79,7 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="digital (default), simulated (the embedded simulated optical rig) or a rig YAML")
     p.add_argument("--trust", action="append", default=[], metavar="MODULE",
                    help="also allow device classes from this module prefix")
+    p.add_argument("--calibration", metavar="DIR", help="use the latest valid calibrations in this folder")
     p.set_defaults(func=_train)
+    cal = sub.add_parser("calibrate", help="calibrate an optical rig through its SLM and camera")
+    cal.add_argument("rig", help="rig config (YAML), or 'simulated'")
+    cal.add_argument("--out", required=True, help="calibration folder (the store)")
+    cal.add_argument("--only", nargs="+", metavar="NAME", help="run only these procedures")
+    cal.add_argument("--config", help="training config whose network sizes a 'topology: network' rig")
+    cal.add_argument("--trust", action="append", default=[], metavar="MODULE")
+    cal.add_argument("--quiet", action="store_true")
+    cal.set_defaults(func=_calibrate)
     rig = sub.add_parser("rig", help="optical rigs").add_subparsers(dest="rig_command", required=True)
     c = rig.add_parser("check", help="open the rig's devices, report what was found, close them")
     c.add_argument("rig", help="rig config (YAML), or 'simulated'")

@@ -43,16 +43,22 @@ class OpticalXYMachine:
             raise ValueError(f"readout must be one of {READOUTS}")
         if readout == "phase_shifting" and n_steps < 3:
             raise ValueError("phase shifting needs at least 3 steps")
-        self.network, self.slm, self.camera = network, slm, camera
-        self.layout = Layout(network, topology, layout, slm.shape, camera.shape, calibration)
-        self.calibration = calibration
+        self.network, self.slm, self.camera, self.topology, self.layout_config = network, slm, camera, topology, layout
         self.readout, self.n_steps = readout, int(n_steps)
-        self.settle_time_s = float(slm.settle_time_s if settle_time_s is None else settle_time_s)
         self.clock = clock if clock is not None else getattr(slm, "clock", None) or RealClock()
         self.min_modulation = min_modulation
-        self.weights = self.layout.spot_weights()[:network.n_spins]
         self.saturation = 2 ** camera.bitdepth - 1
         self.frames_read = 0
+        self.use_calibration(calibration, settle_time_s)
+
+    def use_calibration(self, calibration: Calibration, settle_time_s: float | None = None) -> None:
+        """Encode and read with ``calibration`` (and wait ``settle_time_s`` after each write, default the
+        SLM's own). Nothing is written to the SLM here."""
+        self.layout = Layout(self.network, self.topology, self.layout_config, self.slm.shape, self.camera.shape,
+                             calibration)
+        self.calibration = calibration
+        self.weights = self.layout.spot_weights()[:self.network.n_spins]
+        self.settle_time_s = float(self.slm.settle_time_s if settle_time_s is None else settle_time_s)
 
     # -- one physical write ---------------------------------------------------------------------------
     def _show(self, eta: np.ndarray, alpha: np.ndarray) -> None:

@@ -61,7 +61,8 @@ def rig_topology(cfg: RigConfig, network: XYNetwork | None) -> RigTopology:
     return RigTopology(n_spins=network.n_spins, bonds=[tuple(e) for e in network.edges.tolist()])
 
 
-def _refs(cfg: RigConfig, topology: RigTopology) -> dict:
+def device_refs(cfg: RigConfig, topology: RigTopology) -> dict:
+    """Values device kwargs may reference: \"@topology\" and \"@layout\"."""
     return {"topology": topology.model_dump(), "layout": cfg.layout.model_dump()}
 
 
@@ -69,7 +70,7 @@ def _refs(cfg: RigConfig, topology: RigTopology) -> dict:
 def open_optical_machine(cfg: RigConfig, network: XYNetwork, trusted=()):
     """Open the rig's devices and yield an ``OpticalXYMachine`` for ``network``; devices close on exit."""
     topology = rig_topology(cfg, network)
-    with open_devices(cfg.slm, cfg.camera, trusted, _refs(cfg, topology)) as (slm, camera):
+    with open_devices(cfg.slm, cfg.camera, trusted, device_refs(cfg, topology)) as (slm, camera):
         try:
             machine = OpticalXYMachine(network, slm, camera, topology, cfg.layout, readout=cfg.readout.method,
                                        n_steps=cfg.readout.n_steps, settle_time_s=cfg.settle_time_s,
@@ -82,7 +83,7 @@ def open_optical_machine(cfg: RigConfig, network: XYNetwork, trusted=()):
 def check_rig(cfg: RigConfig, trusted=()) -> dict:
     """Open the devices, grab a frame, write a flat phase, close; report what was found."""
     topology = rig_topology(cfg, None)
-    report = check_rig_devices(cfg.slm, cfg.camera, trusted, _refs(cfg, topology))
+    report = check_rig_devices(cfg.slm, cfg.camera, trusted, device_refs(cfg, topology))
     report["rig"] = cfg.name
     report["topology"] = ("the trained network's bonds" if cfg.topology == "network"
                           else f"{topology.n_spins} spins, {len(topology.bonds)} bonds")

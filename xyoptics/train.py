@@ -101,7 +101,7 @@ def evaluate(machine: XYMachine, params: Params, data: Dataset, cost, rng: np.ra
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMachine | None = None,
-          progress: bool = True, rig=None) -> RunResult:
+          progress: bool = True, rig=None, calibration: list[dict] | None = None) -> RunResult:
     """Train with EP as ``cfg`` says; write the run folder if ``out_dir`` is given."""
     t0 = time.perf_counter()
     train_set, test_set, net = prepare(cfg)
@@ -125,6 +125,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMac
         write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         if rig is not None:
             write_text_atomic(out_dir / "rig.yaml", yaml.safe_dump(rig.model_dump(by_alias=True), sort_keys=False))
+        if calibration is not None:
+            write_json_atomic(out_dir / "calibration.json", [{**r, "path": str(r["path"])} for r in calibration])
         metrics = JsonlWriter(out_dir / "metrics.jsonl")
 
     best, last, status = None, None, "completed"

@@ -1,0 +1,111 @@
+"""Calibration procedures on the simulated rig (default imperfections, seeded), measured only through the SLM
+and camera and checked against the rig's hidden truth; clean failure without light; the runner and CLI."""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from calibration.runner import run_calibration
+from calibration.session import CalibrationFailed, RigSession
+from calibration.spots import (measure_path_offsets, measure_spot_map, path_offsets_truth_error,
+                               spot_map_truth_error)
+from calibration.timing import measure_settle_time, settle_truth_error
+from drivers.simulated_rig import RigCamera, RigSLM
+from xyoptics.architectures import square_lattice
+from xyoptics.cli import main
+from xyoptics.layout import Calibration, LayoutConfig, RigTopology
+from xyoptics.rig import simulated_rig
+
+ROOT = Path(__file__).resolve().parents[1]
+logging.getLogger("slmsuite").setLevel(logging.WARNING)
+NET = square_lattice(3, 4, inputs=2, outputs=1, skip_length=2)
+TOPOLOGY = RigTopology(n_spins=NET.n_spins, bonds=[tuple(e) for e in NET.edges.tolist()])
+
+
+def session(seed=0, light=True, calibration=Calibration(), **imperfections):
+    slm = RigSLM((256, 128), 8, topology=TOPOLOGY.model_dump(), seed=seed, imperfections=imperfections or None)
+    slm.engine.light = light
+    return RigSession(slm, RigCamera(slm), TOPOLOGY, LayoutConfig(), calibration=calibration)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_spot_map_and_path_offsets_against_hidden_truth(seed):
+    s = session(seed)
+    spots, quality = measure_spot_map(s)
+    err = spot_map_truth_error(s.slm.engine.truth, spots)
+    assert err["centre_rms_px"] <= 0.3 and quality["min_modulation_counts"] > 100
+    s2 = session(seed, calibration=Calibration(spot_centres=spots["centres"]))
+    offsets, _ = measure_path_offsets(s2)
+    assert path_offsets_truth_error(s2.slm.engine.truth, offsets)["offset_rms_rad"] <= 0.03
+    # uncalibrated readout would be off by the offsets themselves (0.5 rad rms)
+    assert np.std(s2.slm.engine.truth.path_offsets) > 0.3
+
+
+def test_settle_time_within_20_percent_of_truth():
+    s = session(settle_factor=2.5)  # the SLM really needs 2.5x its nominal settle time
+    result, _ = measure_settle_time(s)
+    assert abs(settle_truth_error(s.slm.engine.truth, result)["settle_rel_error"]) <= 0.2
+
+
+@pytest.mark.parametrize("procedure", [measure_spot_map, measure_path_offsets, measure_settle_time])
+def test_procedures_fail_cleanly_without_light(procedure):
+    with pytest.raises(CalibrationFailed, match="laser on|light on"):
+        procedure(session(light=False))
+
+
+def test_runner_stores_reports_and_skips_dependents_of_failures(tmp_path):
+    report = run_calibration(simulated_rig(), NET, tmp_path / "ok", progress=False)
+    assert report["ok"] and set(report["results"]) == {"settle", "spot_map", "path_offsets"}
+    saved = json.loads((tmp_path / "ok" / "report.json").read_text())
+    assert saved["results"]["path_offsets"]["truth_error"]["offset_rms_rad"] <= 0.03
+    for name in ("settle", "spot_map", "path_offsets"):
+        assert (tmp_path / "ok" / f"{name}-00001.h5").exists() and (tmp_path / "ok" / f"{name}.png").exists()
+    again = run_calibration(simulated_rig(), NET, tmp_path / "ok", only=["path_offsets"], progress=False)
+    assert again["results"]["path_offsets"]["status"] == "ok"  # its spot map comes from the store
+    assert (tmp_path / "ok" / "path_offsets-00002.h5").exists()
+
+
+def test_runner_reports_a_failed_procedure(tmp_path, monkeypatch):
+    import drivers.xyrig as xyrig
+
+    real = xyrig.XYRigEngine.__init__
+
+    def dark(self, *a, **kw):
+        real(self, *a, **kw)
+        self.light = False
+    monkeypatch.setattr(xyrig.XYRigEngine, "__init__", dark)
+    report = run_calibration(simulated_rig(), NET, tmp_path, only=["spot_map", "path_offsets"], progress=False)
+    assert not report["ok"]
+    assert report["results"]["spot_map"]["status"] == "failed" and "shutter" in report["results"]["spot_map"]["reason"]
+    assert report["results"]["path_offsets"]["status"] == "skipped"
+
+
+def test_cli_calibrate_then_train_records_the_files_used(tmp_path, capsys):
+    cfg = yaml.safe_load((ROOT / "experiments" / "xor_lattice_skip_rig.yaml").read_text())
+    cfg.update(epochs=1, eval_every=1, stop_at_accuracy=None)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    cal = tmp_path / "cal"
+    assert main(["calibrate", "simulated", "--config", str(cfg_path), "--out", str(cal), "--quiet"]) == 0
+    out = tmp_path / "run"
+    assert main(["train", str(cfg_path), "--machine", "simulated", "--calibration", str(cal), "--out", str(out),
+                 "--quiet"]) == 0
+    used = json.loads((out / "calibration.json").read_text())
+    assert {u["kind"] for u in used} == {"settle", "spot_map", "path_offsets"}
+    # a calibration made for a 10-bit SLM is refused on the 8-bit rig
+    rig = yaml.safe_load((ROOT / "experiments" / "rigs" / "simulated.yaml").read_text())
+    rig["slm"]["kwargs"]["bitdepth"] = 10
+    rig_path = tmp_path / "rig10.yaml"
+    rig_path.write_text(yaml.safe_dump(rig))
+    cal10 = tmp_path / "cal10"
+    assert main(["calibrate", str(rig_path), "--config", str(cfg_path), "--out", str(cal10), "--quiet"]) == 0
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="10-bit"):
+        code = main(["train", str(cfg_path), "--machine", "simulated", "--calibration", str(cal10), "--out",
+                     str(tmp_path / "refused"), "--quiet"])
+    assert code == 2 and "no calibration there matches" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
