@@ -22,6 +22,13 @@ def plot_result(kind: str, arrays: dict, layout, out_dir: Path) -> Path:
         ax.set(xlim=(0, layout.camera_shape[1]), ylim=(layout.camera_shape[0], 0), aspect="equal",
                xlabel="camera column (px)", ylabel="camera row (px)", title="spot map")
         ax.legend(loc="lower right", fontsize=8)
+    elif kind == "gray_phase":
+        levels, gamma = arrays["levels"], arrays["gamma"]
+        bitres = float(arrays["bitresolution"])
+        ax.plot(levels, gamma, ".-", label="measured")
+        ax.plot([0, bitres], [0, 1], color="grey", lw=0.8, label="linear")
+        ax.set(xlabel="gray level", ylabel="phase (units of 2$\\pi$)", title="SLM gray -> phase response")
+        ax.legend()
     elif kind == "path_offsets":
         offsets = arrays["offsets"]
         ax.bar(np.arange(len(offsets)), offsets, color="tab:blue")

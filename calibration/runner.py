@@ -1,7 +1,8 @@
 """Run calibration procedures in dependency order on an open rig, store each result, and report.
 
-Procedures so far: ``settle`` (SLM settle time), ``spot_map`` (spot centres and widths) and ``path_offsets``
-(per-spin optical path phases, which need the spot map). Each result goes to the calibration store as one HDF5
+Procedures so far: ``settle`` (SLM settle time), ``gray_phase`` (the SLM's gray -> phase lookup table),
+``spot_map`` (spot centres and widths) and ``path_offsets`` (per-spin optical path phases, which need the spot
+map and the lookup table). Each result goes to the calibration store as one HDF5
 file; ``report.json`` lists files, quality figures, frames used and time taken, and -- for the simulated rig
 only -- each result's error against the rig's hidden truth. A procedure that fails is reported and its
 dependents are skipped; the others still run.
@@ -22,6 +23,7 @@ from xyoptics.layout import Calibration
 from xyoptics.rig import RigConfig, device_refs, rig_topology
 from xyoptics.runio import write_json_atomic
 
+from .gray_phase import apply_gray_phase, gray_phase_truth_error, measure_gray_phase
 from .plots import plot_result
 from .session import CalibrationFailed, RigSession
 from .spots import measure_path_offsets, measure_spot_map, path_offsets_truth_error, spot_map_truth_error
@@ -40,9 +42,16 @@ class Procedure:
 
 PROCEDURES = {
     "settle": Procedure(measure_settle_time, (), settle_truth_error),
+    "gray_phase": Procedure(measure_gray_phase, (), gray_phase_truth_error),
     "spot_map": Procedure(measure_spot_map, (), spot_map_truth_error),
-    "path_offsets": Procedure(measure_path_offsets, ("spot_map",), path_offsets_truth_error),
+    "path_offsets": Procedure(measure_path_offsets, ("spot_map", "gray_phase"), path_offsets_truth_error),
 }
+
+
+def apply_to_slm(slm, records: dict[str, CalibrationRecord]) -> None:
+    """Load what the SLM itself should know (the gray -> phase lookup table), before anything is written."""
+    if "gray_phase" in records:
+        apply_gray_phase(slm, records["gray_phase"].arrays)
 
 
 def calibration_from(records: dict[str, CalibrationRecord]) -> tuple[Calibration, float | None]:
@@ -83,6 +92,7 @@ def run_calibration(rig: RigConfig, network, out_dir: str | Path, *, only: list[
                 entry.update(status="skipped", reason=f"needs {missing}, which failed or was never measured")
                 continue
             cal, settle = calibration_from({**done, **deps})
+            apply_to_slm(slm, {**done, **deps})
             session = RigSession(slm, camera, topology, rig.layout, settle_time_s=settle, calibration=cal)
             t0 = time.perf_counter()
             try:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from calibration.gray_phase import gray_phase_truth_error, measure_gray_phase
 from calibration.runner import run_calibration
 from calibration.session import CalibrationFailed, RigSession
 from calibration.spots import (measure_path_offsets, measure_spot_map, path_offsets_truth_error,
@@ -45,13 +46,21 @@ def test_spot_map_and_path_offsets_against_hidden_truth(seed):
     assert np.std(s2.slm.engine.truth.path_offsets) > 0.3
 
 
+def test_gray_phase_lookup_table_against_hidden_truth():
+    s = session()
+    table, quality = measure_gray_phase(s)
+    assert gray_phase_truth_error(s.slm.engine.truth, table)["gamma_rms_2pi"] <= 0.02
+    assert 0.9 < quality["range_2pi"] <= 1.0 and np.all(np.diff(table["gamma"]) > 0)
+
+
 def test_settle_time_within_20_percent_of_truth():
     s = session(settle_factor=2.5)  # the SLM really needs 2.5x its nominal settle time
     result, _ = measure_settle_time(s)
     assert abs(settle_truth_error(s.slm.engine.truth, result)["settle_rel_error"]) <= 0.2
 
 
-@pytest.mark.parametrize("procedure", [measure_spot_map, measure_path_offsets, measure_settle_time])
+@pytest.mark.parametrize("procedure", [measure_spot_map, measure_path_offsets, measure_settle_time,
+                                       measure_gray_phase])
 def test_procedures_fail_cleanly_without_light(procedure):
     with pytest.raises(CalibrationFailed, match="laser on|light on"):
         procedure(session(light=False))
@@ -59,10 +68,10 @@ def test_procedures_fail_cleanly_without_light(procedure):
 
 def test_runner_stores_reports_and_skips_dependents_of_failures(tmp_path):
     report = run_calibration(simulated_rig(), NET, tmp_path / "ok", progress=False)
-    assert report["ok"] and set(report["results"]) == {"settle", "spot_map", "path_offsets"}
+    assert report["ok"] and set(report["results"]) == {"settle", "gray_phase", "spot_map", "path_offsets"}
     saved = json.loads((tmp_path / "ok" / "report.json").read_text())
     assert saved["results"]["path_offsets"]["truth_error"]["offset_rms_rad"] <= 0.03
-    for name in ("settle", "spot_map", "path_offsets"):
+    for name in ("settle", "gray_phase", "spot_map", "path_offsets"):
         assert (tmp_path / "ok" / f"{name}-00001.h5").exists() and (tmp_path / "ok" / f"{name}.png").exists()
     again = run_calibration(simulated_rig(), NET, tmp_path / "ok", only=["path_offsets"], progress=False)
     assert again["results"]["path_offsets"]["status"] == "ok"  # its spot map comes from the store
@@ -95,7 +104,7 @@ def test_cli_calibrate_then_train_records_the_files_used(tmp_path, capsys):
     assert main(["train", str(cfg_path), "--machine", "simulated", "--calibration", str(cal), "--out", str(out),
                  "--quiet"]) == 0
     used = json.loads((out / "calibration.json").read_text())
-    assert {u["kind"] for u in used} == {"settle", "spot_map", "path_offsets"}
+    assert {u["kind"] for u in used} == {"settle", "gray_phase", "spot_map", "path_offsets"}
     # a calibration made for a 10-bit SLM is refused on the 8-bit rig
     rig = yaml.safe_load((ROOT / "experiments" / "rigs" / "simulated.yaml").read_text())
     rig["slm"]["kwargs"]["bitdepth"] = 10

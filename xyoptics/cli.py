@@ -57,7 +57,7 @@ def _fetch(args) -> int:
 
 def _load_calibration(machine, rig, folder) -> list[dict]:
     """Apply the latest valid calibrations in ``folder`` for the connected hardware; return file references."""
-    from calibration.runner import PROCEDURES, calibration_from
+    from calibration.runner import PROCEDURES, apply_to_slm, calibration_from
     from calibration.store import CalibrationStore, Hardware
 
     store = CalibrationStore(folder)
@@ -65,6 +65,7 @@ def _load_calibration(machine, rig, folder) -> list[dict]:
     records = store.latest_set(list(PROCEDURES), hardware)
     if not records:
         raise ConfigError(f"--calibration {folder}: no calibration there matches this rig's hardware")
+    apply_to_slm(machine.slm, records)
     machine.use_calibration(*calibration_from(records))
     print(f"using calibrations: {', '.join(sorted(r.path.name for r in records.values()))}", file=sys.stderr)
     return store.references(records.values())
