@@ -39,8 +39,7 @@ def measure_gray_phase(session: RigSession, n_levels: int = 48) -> tuple[dict, d
     for g in levels:
         frames = []
         for delta in steps:
-            eta, alpha = session.settings()
-            eta[layout.reference_tile], alpha[layout.reference_tile] = 1.0, delta
+            eta, alpha = session.settings(delta)
             display = _gray(session, layout.image(eta, alpha))
             for r0, c0 in layout.tile_origin[layout.clamp_tile]:
                 display[r0:r0 + t, c0 + x[high]] = g

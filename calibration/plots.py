@@ -29,6 +29,11 @@ def plot_result(kind: str, arrays: dict, layout, out_dir: Path) -> Path:
         ax.plot([0, bitres], [0, 1], color="grey", lw=0.8, label="linear")
         ax.set(xlabel="gray level", ylabel="phase (units of 2$\\pi$)", title="SLM gray -> phase response")
         ax.legend()
+    elif kind == "transfer":
+        tiles, scale = arrays["measured_tiles"], arrays["efficiency_scale"]
+        ax.plot(tiles, scale[tiles], ".", color="tab:blue")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set(xlabel="SLM tile", ylabel="relative gain", title="tile gains (bonds, biases, nudges)")
     elif kind == "path_offsets":
         offsets = arrays["offsets"]
         ax.bar(np.arange(len(offsets)), offsets, color="tab:blue")

@@ -1,8 +1,8 @@
 """Run calibration procedures in dependency order on an open rig, store each result, and report.
 
 Procedures so far: ``settle`` (SLM settle time), ``gray_phase`` (the SLM's gray -> phase lookup table),
-``spot_map`` (spot centres and widths) and ``path_offsets`` (per-spin optical path phases, which need the spot
-map and the lookup table). Each result goes to the calibration store as one HDF5
+``spot_map`` (spot centres and widths), ``path_offsets`` (per-spin optical path phases, which need the spot
+map and the lookup table) and ``transfer`` (the gain of every bond, bias and nudge tile, which needs them all). Each result goes to the calibration store as one HDF5
 file; ``report.json`` lists files, quality figures, frames used and time taken, and -- for the simulated rig
 only -- each result's error against the rig's hidden truth. A procedure that fails is reported and its
 dependents are skipped; the others still run.
@@ -29,6 +29,7 @@ from .session import CalibrationFailed, RigSession
 from .spots import measure_path_offsets, measure_spot_map, path_offsets_truth_error, spot_map_truth_error
 from .store import CalibrationRecord, CalibrationStore, Hardware
 from .timing import measure_settle_time, settle_truth_error
+from .transfer import measure_transfer, transfer_truth_error
 
 SETTLE_MARGIN = 1.2  # wait this multiple of the measured settle time
 
@@ -45,6 +46,7 @@ PROCEDURES = {
     "gray_phase": Procedure(measure_gray_phase, (), gray_phase_truth_error),
     "spot_map": Procedure(measure_spot_map, (), spot_map_truth_error),
     "path_offsets": Procedure(measure_path_offsets, ("spot_map", "gray_phase"), path_offsets_truth_error),
+    "transfer": Procedure(measure_transfer, ("spot_map", "gray_phase", "path_offsets"), transfer_truth_error),
 }
 
 
@@ -59,8 +61,10 @@ def calibration_from(records: dict[str, CalibrationRecord]) -> tuple[Calibration
     spots = records.get("spot_map")
     offsets = records.get("path_offsets")
     settle = records.get("settle")
+    transfer = records.get("transfer")
     cal = Calibration(spot_centres=None if spots is None else spots.arrays["centres"],
-                      path_offsets=None if offsets is None else offsets.arrays["offsets"])
+                      path_offsets=None if offsets is None else offsets.arrays["offsets"],
+                      efficiency_scale=None if transfer is None else transfer.arrays["efficiency_scale"])
     return cal, None if settle is None else SETTLE_MARGIN * float(settle.arrays["settle_time_s"])
 
 

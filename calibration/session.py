@@ -36,15 +36,16 @@ class RigSession:
     def n_spins(self) -> int:
         return self.topology.n_spins
 
-    def settings(self) -> tuple[np.ndarray, np.ndarray]:
-        """All tiles dark: (eta, alpha) to fill in."""
-        return np.zeros(self.layout.n_tiles), np.zeros(self.layout.n_tiles)
+    def settings(self, reference_piston: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Every tile dark but the reference: (eta, alpha) to fill in."""
+        eta, alpha = np.zeros(self.layout.n_tiles), np.zeros(self.layout.n_tiles)
+        eta[self.layout.reference_tile], alpha[self.layout.reference_tile] = 1.0, reference_piston
+        return eta, alpha
 
     def clamped(self, phases: np.ndarray, reference_piston: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Every spin injection-locked to ``phases``, reference on, everything else dark."""
-        eta, alpha = self.settings()
+        eta, alpha = self.settings(reference_piston)
         eta[self.layout.clamp_tile], alpha[self.layout.clamp_tile] = 1.0, phases
-        eta[self.layout.reference_tile], alpha[self.layout.reference_tile] = 1.0, reference_piston
         return eta, alpha
 
     def show(self, eta: np.ndarray, alpha: np.ndarray, wait: bool = True) -> None:

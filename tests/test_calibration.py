@@ -15,6 +15,7 @@ from calibration.session import CalibrationFailed, RigSession
 from calibration.spots import (measure_path_offsets, measure_spot_map, path_offsets_truth_error,
                                spot_map_truth_error)
 from calibration.timing import measure_settle_time, settle_truth_error
+from calibration.transfer import measure_transfer, transfer_truth_error
 from drivers.simulated_rig import RigCamera, RigSLM
 from xyoptics.architectures import square_lattice
 from xyoptics.cli import main
@@ -53,6 +54,14 @@ def test_gray_phase_lookup_table_against_hidden_truth():
     assert 0.9 < quality["range_2pi"] <= 1.0 and np.all(np.diff(table["gamma"]) > 0)
 
 
+def test_transfer_gains_against_hidden_truth(tmp_path):
+    """The gains measured after the other calibrations agree with the hidden tile gains within 3 %."""
+    report = run_calibration(simulated_rig(), NET, tmp_path, progress=False)
+    error = report["results"]["transfer"]["truth_error"]["gain_rms_rel"]
+    assert report["ok"] and error <= 0.03
+    assert report["seconds"] < 300
+
+
 def test_settle_time_within_20_percent_of_truth():
     s = session(settle_factor=2.5)  # the SLM really needs 2.5x its nominal settle time
     result, _ = measure_settle_time(s)
@@ -60,7 +69,7 @@ def test_settle_time_within_20_percent_of_truth():
 
 
 @pytest.mark.parametrize("procedure", [measure_spot_map, measure_path_offsets, measure_settle_time,
-                                       measure_gray_phase])
+                                       measure_gray_phase, measure_transfer])
 def test_procedures_fail_cleanly_without_light(procedure):
     with pytest.raises(CalibrationFailed, match="laser on|light on"):
         procedure(session(light=False))
@@ -68,10 +77,10 @@ def test_procedures_fail_cleanly_without_light(procedure):
 
 def test_runner_stores_reports_and_skips_dependents_of_failures(tmp_path):
     report = run_calibration(simulated_rig(), NET, tmp_path / "ok", progress=False)
-    assert report["ok"] and set(report["results"]) == {"settle", "gray_phase", "spot_map", "path_offsets"}
+    assert report["ok"] and set(report["results"]) == {"settle", "gray_phase", "spot_map", "path_offsets", "transfer"}
     saved = json.loads((tmp_path / "ok" / "report.json").read_text())
     assert saved["results"]["path_offsets"]["truth_error"]["offset_rms_rad"] <= 0.03
-    for name in ("settle", "gray_phase", "spot_map", "path_offsets"):
+    for name in ("settle", "gray_phase", "spot_map", "path_offsets", "transfer"):
         assert (tmp_path / "ok" / f"{name}-00001.h5").exists() and (tmp_path / "ok" / f"{name}.png").exists()
     again = run_calibration(simulated_rig(), NET, tmp_path / "ok", only=["path_offsets"], progress=False)
     assert again["results"]["path_offsets"]["status"] == "ok"  # its spot map comes from the store
@@ -87,7 +96,8 @@ def test_runner_reports_a_failed_procedure(tmp_path, monkeypatch):
         real(self, *a, **kw)
         self.light = False
     monkeypatch.setattr(xyrig.XYRigEngine, "__init__", dark)
-    report = run_calibration(simulated_rig(), NET, tmp_path, only=["spot_map", "path_offsets"], progress=False)
+    report = run_calibration(simulated_rig(), NET, tmp_path, only=["spot_map", "gray_phase", "path_offsets"],
+                             progress=False)
     assert not report["ok"]
     assert report["results"]["spot_map"]["status"] == "failed" and "shutter" in report["results"]["spot_map"]["reason"]
     assert report["results"]["path_offsets"]["status"] == "skipped"
@@ -104,7 +114,7 @@ def test_cli_calibrate_then_train_records_the_files_used(tmp_path, capsys):
     assert main(["train", str(cfg_path), "--machine", "simulated", "--calibration", str(cal), "--out", str(out),
                  "--quiet"]) == 0
     used = json.loads((out / "calibration.json").read_text())
-    assert {u["kind"] for u in used} == {"settle", "gray_phase", "spot_map", "path_offsets"}
+    assert {u["kind"] for u in used} == {"settle", "gray_phase", "spot_map", "path_offsets", "transfer"}
     # a calibration made for a 10-bit SLM is refused on the 8-bit rig
     rig = yaml.safe_load((ROOT / "experiments" / "rigs" / "simulated.yaml").read_text())
     rig["slm"]["kwargs"]["bitdepth"] = 10

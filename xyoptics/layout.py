@@ -4,7 +4,7 @@ the encoding of parameters, inputs and nudges into one SLM phase image.
 Tiles. The SLM image (rows x cols pixels) is cut into square tiles of ``tile_px`` pixels, numbered row-major.
 Tile order: one per rig bond (the rig's fixed optical routing), then per rig spin a bias tile, a clamp tile
 (strong injection: input clamps, and seeding a state) and a nudge tile (weak injection), then the reference
-tile whose piston steps the readout phase.
+tile whose piston steps the readout phase; it sits alone in the grid's last corner.
 
 Encoding. Every tile shows a blazed grating along x with period ``period_px`` pixels, depth m in [0, 2 pi] and a
 piston p: phi(x) = p + m (x mod period) / period. Its first diffraction order carries the complex amplitude
@@ -110,7 +110,14 @@ class Layout:
         if self.n_tiles > per_row * rows:
             raise ValueError(f"the rig needs {self.n_tiles} tiles of {t} px but a {self.slm_shape[1]}x"
                              f"{self.slm_shape[0]} SLM holds {per_row * rows}")
-        self.tile_origin = np.stack(np.divmod(np.arange(self.n_tiles), per_row), 1) * t  # (row, col) pixels
+        # the reference tile sits alone in the grid's last corner: its piston steps during phase shifting, so
+        # no other tile may touch it (tile crosstalk would change the physics between frames)
+        cells = np.stack(np.divmod(np.arange(self.n_tiles), per_row), 1)
+        cells[self.reference_tile] = rows - 1, per_row - 1
+        if np.any(np.abs(cells[:-1] - cells[-1]).sum(1) <= 1):
+            raise ValueError(f"the rig needs {self.n_tiles} tiles of {t} px and a free corner for the reference, "
+                             f"but a {self.slm_shape[1]}x{self.slm_shape[0]} SLM holds {per_row * rows}")
+        self.tile_origin = cells * t  # (row, col) pixels
         depths = np.linspace(0.0, 2 * np.pi, 4097)
         c1 = grating_amplitude(depths, config.period_px)
         self._depths, self._eta, self._arg = depths, np.abs(c1) ** 2, np.angle(c1)
