@@ -14,7 +14,9 @@ the spins under test, fixes the global phase.
 
 All tiles under test show the same efficiency, so encoding errors common to a setting cancel; each measured
 ratio divided by the nominal one is a ratio of tile gains, and log-gains follow by least squares over all of
-them. Tiles that share an edge on the SLM are never lit together (crosstalk would bias the ratio). The result is ``efficiency_scale`` per tile (1 where not measured, e.g. clamp tiles, which
+them. Tiles that share an edge on the SLM are never lit together, nor next to the (strong-gain) clamp tile of a
+spin under test: crosstalk would bias the ratio. A bond whose tile cannot be kept apart is reported as not
+measurable and keeps gain 1. The result is ``efficiency_scale`` per tile (1 where not measured, e.g. clamp tiles, which
 only need to be strong), which the encoding divides every target efficiency by.
 """
 
@@ -72,7 +74,7 @@ def _apart(session: RigSession, tiles) -> bool:
 def measure_transfer(session: RigSession) -> tuple[dict, dict]:
     layout, gains = session.layout, session.layout.config.gains
     n_bonds, n = len(session.topology.bonds), session.n_spins
-    rows, rhs = [], []
+    rows, rhs, skipped = [], [], []
     strength = {"coupling": gains.coupling * ETA, "bias": gains.bias * ETA, "nudge": gains.nudge * ETA}
     kind_of = {**{int(t): "bias" for t in layout.bias_tile}, **{int(t): "nudge" for t in layout.nudge_tile}}
 
@@ -88,7 +90,12 @@ def measure_transfer(session: RigSession) -> tuple[dict, dict]:
         # field on i at phase pi/2 and on j at phase 0, from tiles that touch neither each other nor the bond
         options = [(layout.bias_tile[i], layout.nudge_tile[j]), (layout.nudge_tile[i], layout.bias_tile[j]),
                    (layout.bias_tile[i], layout.bias_tile[j]), (layout.nudge_tile[i], layout.nudge_tile[j])]
-        fi, fj = next((o for o in options if _apart(session, [b, *o])), options[0])
+        guard = [layout.clamp_tile[i], layout.clamp_tile[j]]  # a leak into these would act on i or j strongly
+        choice = next((o for o in options if _apart(session, [b, *o, *guard])), None)
+        if choice is None:
+            skipped.append(b)
+            continue
+        fi, fj = choice
         eta, alpha = session.settings()
         eta[[b, fi, fj]] = ETA
         alpha[fi] = np.pi / 2
@@ -102,7 +109,7 @@ def measure_transfer(session: RigSession) -> tuple[dict, dict]:
         equation(b, fi, r_i)
         equation(b, fj, r_j)
     for i in range(n):  # nudge against bias of the same spin: n_i/h_i = tan(phi_i)
-        if not _apart(session, [layout.bias_tile[i], layout.nudge_tile[i]]):
+        if not _apart(session, [layout.bias_tile[i], layout.nudge_tile[i], layout.clamp_tile[i]]):
             continue
         eta, alpha = session.settings()
         eta[[layout.bias_tile[i], layout.nudge_tile[i]]] = ETA
@@ -120,7 +127,8 @@ def measure_transfer(session: RigSession) -> tuple[dict, dict]:
     scale[measured] = np.exp(x)
     fit = rows[:, measured] @ x - np.array(rhs)
     return {"efficiency_scale": scale, "measured_tiles": measured}, {
-        "fit_rms_log": float(np.sqrt(np.mean(fit ** 2))), "n_ratios": len(rhs), "n_bonds": n_bonds}
+        "fit_rms_log": float(np.sqrt(np.mean(fit ** 2))), "n_ratios": len(rhs), "n_bonds": n_bonds,
+        "bonds_not_measurable": len(skipped)}
 
 
 def transfer_truth_error(truth, arrays: dict) -> dict:

@@ -4,7 +4,7 @@ the encoding of parameters, inputs and nudges into one SLM phase image.
 Tiles. The SLM image (rows x cols pixels) is cut into square tiles of ``tile_px`` pixels, numbered row-major.
 Tile order: one per rig bond (the rig's fixed optical routing), then per rig spin a bias tile, a clamp tile
 (strong injection: input clamps, and seeding a state) and a nudge tile (weak injection), then the reference
-tile whose piston steps the readout phase; it sits alone in the grid's last corner.
+tile whose piston steps the readout phase (see ``tile_cells`` for where each tile sits).
 
 Encoding. Every tile shows a blazed grating along x with period ``period_px`` pixels, depth m in [0, 2 pi] and a
 piston p: phi(x) = p + m (x mod period) / period. Its first diffraction order carries the complex amplitude
@@ -106,17 +106,12 @@ class Layout:
         self.n_tiles = self.reference_tile + 1
         t = config.tile_px
         self.slm_shape = tuple(slm_shape)
-        per_row, rows = self.slm_shape[1] // t, self.slm_shape[0] // t
-        if self.n_tiles > per_row * rows:
-            raise ValueError(f"the rig needs {self.n_tiles} tiles of {t} px but a {self.slm_shape[1]}x"
-                             f"{self.slm_shape[0]} SLM holds {per_row * rows}")
-        # the reference tile sits alone in the grid's last corner: its piston steps during phase shifting, so
-        # no other tile may touch it (tile crosstalk would change the physics between frames)
-        cells = np.stack(np.divmod(np.arange(self.n_tiles), per_row), 1)
-        cells[self.reference_tile] = rows - 1, per_row - 1
-        if np.any(np.abs(cells[:-1] - cells[-1]).sum(1) <= 1):
-            raise ValueError(f"the rig needs {self.n_tiles} tiles of {t} px and a free corner for the reference, "
-                             f"but a {self.slm_shape[1]}x{self.slm_shape[0]} SLM holds {per_row * rows}")
+        cells = tile_cells(self.n_tiles, self.clamp_tile, self.reference_tile, self.slm_shape[0] // t,
+                           self.slm_shape[1] // t)
+        if cells is None:
+            raise ValueError(f"the rig needs {self.n_tiles} tiles of {t} px, its clamp tiles with guard cells and a "
+                             f"free corner for the reference, but a {self.slm_shape[1]}x{self.slm_shape[0]} SLM "
+                             f"holds {(self.slm_shape[1] // t) * (self.slm_shape[0] // t)} tiles")
         self.tile_origin = cells * t  # (row, col) pixels
         depths = np.linspace(0.0, 2 * np.pi, 4097)
         c1 = grating_amplitude(depths, config.period_px)
@@ -196,6 +191,30 @@ class Layout:
     def carrier(self) -> tuple[float, float]:
         """Reference wave vector (k_row, k_col) in rad/pixel."""
         return 0.0, 2 * np.pi / self.config.carrier_period_px
+
+
+def tile_cells(n_tiles: int, clamp_tiles: np.ndarray, reference_tile: int, rows: int, per_row: int):
+    """Grid cells (row, col) of every tile, or None when they do not fit.
+
+    Tile crosstalk leaks a little of each tile's first order into its edge neighbours. Two kinds of tile must
+    not have neighbours: clamp tiles, whose strong gain would turn a neighbour's leak into a sizeable field,
+    and the reference tile, whose piston steps between phase-shifting frames. So the other tiles fill rows from
+    the top; after a guard row the clamp tiles take every other cell of every other row; the reference sits
+    alone in the last corner."""
+    cells = np.zeros((n_tiles, 2), dtype=np.int64)
+    is_clamp = np.zeros(n_tiles, dtype=bool)
+    is_clamp[clamp_tiles] = True
+    plain = [k for k in range(n_tiles) if not is_clamp[k] and k != reference_tile]
+    cells[plain] = np.stack(np.divmod(np.arange(len(plain)), per_row), 1)
+    first = (len(plain) - 1) // per_row + 2
+    slots = (per_row + 1) // 2
+    k = np.arange(len(clamp_tiles))
+    cells[clamp_tiles] = np.stack([first + 2 * (k // slots), 2 * (k % slots)], 1)
+    cells[reference_tile] = rows - 1, per_row - 1
+    others = np.delete(cells, reference_tile, axis=0)
+    if (cells[:, 0].max() >= rows or np.any(np.abs(others - cells[reference_tile]).sum(1) <= 1)):
+        return None
+    return cells
 
 
 def nominal_spot_centres(n_spins: int, config: LayoutConfig, camera_shape: tuple[int, int]) -> np.ndarray:
