@@ -29,6 +29,10 @@ def plot_result(kind: str, arrays: dict, layout, out_dir: Path) -> Path:
         ax.plot([0, bitres], [0, 1], color="grey", lw=0.8, label="linear")
         ax.set(xlabel="gray level", ylabel="phase (units of 2$\\pi$)", title="SLM gray -> phase response")
         ax.legend()
+    elif kind == "dark":
+        image = ax.imshow(arrays["noise"], cmap="magma")
+        fig.colorbar(image, ax=ax, label="per-pixel noise (counts)")
+        ax.set(title=f"dark frame: mean {arrays['dark'].mean():.1f} counts", xlabel="column (px)", ylabel="row (px)")
     elif kind == "transfer":
         tiles, scale = arrays["measured_tiles"], arrays["efficiency_scale"]
         ax.plot(tiles, scale[tiles], ".", color="tab:blue")

@@ -1,6 +1,6 @@
 """Run calibration procedures in dependency order on an open rig, store each result, and report.
 
-Procedures so far: ``settle`` (SLM settle time), ``gray_phase`` (the SLM's gray -> phase lookup table),
+Procedures: ``dark`` (camera dark frame and per-pixel noise, shutter closed), ``settle`` (SLM settle time), ``gray_phase`` (the SLM's gray -> phase lookup table),
 ``spot_map`` (spot centres and widths), ``path_offsets`` (per-spin optical path phases, which need the spot
 map and the lookup table) and ``transfer`` (the gain of every bond, bias and nudge tile, which needs them all). Each result goes to the calibration store as one HDF5
 file; ``report.json`` lists files, quality figures, frames used and time taken, and -- for the simulated rig
@@ -18,11 +18,13 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from drivers.shutter import SerialShutter
 from xyoptics.devices import open_devices
 from xyoptics.layout import Calibration
 from xyoptics.rig import RigConfig, device_refs, rig_topology
 from xyoptics.runio import write_json_atomic
 
+from .dark import dark_truth_error, measure_dark
 from .gray_phase import apply_gray_phase, gray_phase_truth_error, measure_gray_phase
 from .plots import plot_result
 from .session import CalibrationFailed, RigSession
@@ -42,6 +44,7 @@ class Procedure:
 
 
 PROCEDURES = {
+    "dark": Procedure(measure_dark, (), dark_truth_error),
     "settle": Procedure(measure_settle_time, (), settle_truth_error),
     "gray_phase": Procedure(measure_gray_phase, (), gray_phase_truth_error),
     "spot_map": Procedure(measure_spot_map, (), spot_map_truth_error),
@@ -82,6 +85,7 @@ def run_calibration(rig: RigConfig, network, out_dir: str | Path, *, only: list[
     topology = rig_topology(rig, network)
     report = {"rig": rig.name, "results": {}}
     t_start = time.perf_counter()
+    shutter = SerialShutter(rig.shutter) if rig.shutter else None
     with open_devices(rig.slm, rig.camera, trusted, device_refs(rig, topology)) as (slm, camera):
         hardware = Hardware.from_devices(rig.name, slm, camera, rig.wavelength_nm)
         done: dict[str, CalibrationRecord] = {}
@@ -97,7 +101,8 @@ def run_calibration(rig: RigConfig, network, out_dir: str | Path, *, only: list[
                 continue
             cal, settle = calibration_from({**done, **deps})
             apply_to_slm(slm, {**done, **deps})
-            session = RigSession(slm, camera, topology, rig.layout, settle_time_s=settle, calibration=cal)
+            session = RigSession(slm, camera, topology, rig.layout, settle_time_s=settle, calibration=cal,
+                                 shutter=shutter)
             t0 = time.perf_counter()
             try:
                 arrays, quality = proc.measure(session)
@@ -112,6 +117,8 @@ def run_calibration(rig: RigConfig, network, out_dir: str | Path, *, only: list[
             if engine is not None:  # the simulated rig: compare with its hidden truth
                 entry["truth_error"] = proc.truth_error(engine.truth, arrays)
             entry["plot"] = plot_result(name, arrays, session.layout, out_dir).name
+    if shutter is not None:
+        shutter.release()
     report["seconds"] = round(time.perf_counter() - t_start, 3)
     report["ok"] = all(e.get("status") == "ok" for e in report["results"].values())
     write_json_atomic(out_dir / "report.json", _plain(report))

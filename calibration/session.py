@@ -21,11 +21,12 @@ class CalibrationFailed(RuntimeError):
 
 class RigSession:
     def __init__(self, slm, camera, topology: RigTopology, layout: LayoutConfig, *,
-                 settle_time_s: float | None = None, clock=None, calibration: Calibration = Calibration()):
+                 settle_time_s: float | None = None, clock=None, calibration: Calibration = Calibration(),
+                 shutter=None):
         n = topology.n_spins
         routing = XYNetwork(n, np.array(topology.bonds, dtype=np.int64).reshape(-1, 2),
                             np.arange(len(topology.bonds)), [], [], name="rig routing")
-        self.slm, self.camera, self.topology = slm, camera, topology
+        self.slm, self.camera, self.topology, self.shutter = slm, camera, topology, shutter
         self.layout = Layout(routing, topology, layout, slm.shape, camera.shape, calibration)
         self.settle_time_s = float(slm.settle_time_s if settle_time_s is None else settle_time_s)
         self.clock = clock if clock is not None else getattr(slm, "clock", None) or RealClock()

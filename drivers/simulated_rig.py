@@ -22,11 +22,12 @@ from .xyrig import Imperfections, XYRigEngine
 class RigSLM(SLM):
     """Phase-only SLM of the simulated rig. ``topology`` is the rig's optical routing, ``layout`` its tile
     geometry, ``imperfections`` the hidden defects (None: defaults; "none": all off), ``clock`` "virtual"
-    (settle times pass instantly) or "real"."""
+    (settle times pass instantly) or "real"; ``rig_name`` is what a simulated shutter (xyshutter://RIG_NAME)
+    refers to."""
 
     def __init__(self, resolution=(256, 128), bitdepth: int = 8, *, topology, layout=None, imperfections=None,
                  seed: int = 0, settle_time_s: float = 0.005, clock: str = "virtual", camera_resolution=(160, 120),
-                 name: str = "simulated-xy-rig-slm", **kwargs):
+                 name: str = "simulated-xy-rig-slm", rig_name: str = "simulated-xy-rig", **kwargs):
         topology = RigTopology.model_validate(topology)
         layout = LayoutConfig.model_validate(layout or {})
         if imperfections == "none":
@@ -38,7 +39,7 @@ class RigSLM(SLM):
         self.engine = XYRigEngine(topology, layout, (resolution[1], resolution[0]),
                                   (camera_resolution[1], camera_resolution[0]), imperfections=imperfections,
                                   settle_time_s=settle_time_s, seed=seed, clock=self.clock,
-                                  camera_bitdepth=kwargs.pop("camera_bitdepth", 12))
+                                  camera_bitdepth=kwargs.pop("camera_bitdepth", 12), rig_name=rig_name)
         super().__init__(resolution, bitdepth=bitdepth, name=name, settle_time_s=settle_time_s, gpu=False, **kwargs)
 
     def _set_phase_hw(self, display):

@@ -32,7 +32,15 @@ from xyoptics.layout import Layout, LayoutConfig, RigTopology, nominal_spot_cent
 from xyoptics.network import Params, XYNetwork
 from xyoptics.relax import build_landscape, minimise
 
+import weakref
+
 LOCK_RATIO = 20.0
+_ENGINES: "weakref.WeakValueDictionary[str, XYRigEngine]" = weakref.WeakValueDictionary()
+
+
+def find_engine(rig_name: str):
+    """The live simulated rig of that name (its simulated shutter blocks its light), or None."""
+    return _ENGINES.get(rig_name)
 DARK_FIELD = 1e-9
 
 
@@ -72,6 +80,8 @@ class RigTruth:
     spot_sigma: np.ndarray
     spot_brightness: np.ndarray
     settle_time_s: float
+    dark_offset_counts: float = 0.0
+    read_noise_counts: float = 0.0
     reference_phase: float = 0.0
     power: float = 1.0
     phases: np.ndarray | None = None
@@ -84,7 +94,7 @@ class XYRigEngine:
     def __init__(self, topology: RigTopology, layout: LayoutConfig, slm_shape: tuple[int, int],
                  camera_shape: tuple[int, int], *, imperfections: Imperfections, settle_time_s: float,
                  seed: int, clock=None, photons_per_unit: float = 4000.0, counts_per_photon: float = 0.15,
-                 camera_bitdepth: int = 12, reference_amplitude: float = 1.0):
+                 camera_bitdepth: int = 12, reference_amplitude: float = 1.0, rig_name: str = "simulated-xy-rig"):
         self.topology, self.layout_config, self.imp = topology, layout, imperfections
         self.rng = np.random.default_rng(seed)
         self.clock = clock if clock is not None else VirtualClock()
@@ -105,11 +115,13 @@ class XYRigEngine:
             spot_sigma=layout.spot_sigma_px * (1.0 + rng.normal(0, imp.spot_width_spread, n)).clip(0.5, 2.0),
             spot_brightness=np.ones(n),
             settle_time_s=settle_time_s * imperfections.settle_factor,
+            dark_offset_counts=imperfections.dark_offset_counts, read_noise_counts=imperfections.read_noise_counts,
             phases=rng.uniform(-np.pi, np.pi, n))
         self.photons_per_unit, self.counts_per_photon = photons_per_unit, counts_per_photon
         self.full_scale = 2 ** camera_bitdepth - 1
         self.reference_amplitude = reference_amplitude
-        self.light = True  # False: laser off or beam blocked (a shutter will switch this)
+        self.light = True  # False: beam blocked (the simulated shutter xyshutter://<rig_name> switches this)
+        _ENGINES[rig_name] = self
         self._pending: tuple[float, np.ndarray] | None = None
         self._reference = 0.0 + 0.0j
         self._last_time = self.clock.now()

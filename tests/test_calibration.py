@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
+from calibration.dark import dark_truth_error, measure_dark
 from calibration.gray_phase import gray_phase_truth_error, measure_gray_phase
+from drivers.shutter import SerialShutter, ShutterError
 from calibration.runner import run_calibration
 from calibration.session import CalibrationFailed, RigSession
 from calibration.spots import (measure_path_offsets, measure_spot_map, path_offsets_truth_error,
@@ -28,10 +30,36 @@ NET = square_lattice(3, 4, inputs=2, outputs=1, skip_length=2)
 TOPOLOGY = RigTopology(n_spins=NET.n_spins, bonds=[tuple(e) for e in NET.edges.tolist()])
 
 
-def session(seed=0, light=True, calibration=Calibration(), **imperfections):
-    slm = RigSLM((256, 128), 8, topology=TOPOLOGY.model_dump(), seed=seed, imperfections=imperfections or None)
+def session(seed=0, light=True, calibration=Calibration(), shutter=None, **imperfections):
+    slm = RigSLM((256, 128), 8, topology=TOPOLOGY.model_dump(), seed=seed, imperfections=imperfections or None,
+                 rig_name="test-rig")
     slm.engine.light = light
-    return RigSession(slm, RigCamera(slm), TOPOLOGY, LayoutConfig(), calibration=calibration)
+    return RigSession(slm, RigCamera(slm), TOPOLOGY, LayoutConfig(), calibration=calibration, shutter=shutter)
+
+
+def test_simulated_shutter_speaks_its_serial_protocol():
+    with SerialShutter("xyshutter://nowhere") as shutter:
+        assert shutter.identity.startswith("XYOPTICS") and shutter.is_open
+        shutter.close()
+        assert not shutter.is_open
+        with pytest.raises(ShutterError, match="refused"):
+            shutter._ask("EXPLODE")
+    with pytest.raises(ShutterError, match="cannot open shutter"):
+        SerialShutter("nosuchscheme://x")
+
+
+def test_dark_frame_and_noise_with_the_shutter_closed():
+    with SerialShutter("xyshutter://test-rig") as shutter:
+        s = session(shutter=shutter)
+        arrays, _ = measure_dark(s)
+        err = dark_truth_error(s.slm.engine.truth, arrays)
+        assert abs(err["dark_offset_error_counts"]) < 0.5 and abs(err["noise_rel_error"]) < 0.1
+        assert shutter.is_open and s.slm.engine.light  # opened again afterwards
+    with pytest.raises(CalibrationFailed, match="no shutter"):
+        measure_dark(session())
+    with SerialShutter("xyshutter://another-rig") as wrong:  # blocks nothing on this rig
+        with pytest.raises(CalibrationFailed, match="still show light"):
+            measure_dark(session(shutter=wrong))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -80,10 +108,11 @@ def test_procedures_fail_cleanly_without_light(procedure):
 
 def test_runner_stores_reports_and_skips_dependents_of_failures(tmp_path):
     report = run_calibration(simulated_rig(), NET, tmp_path / "ok", progress=False)
-    assert report["ok"] and set(report["results"]) == {"settle", "gray_phase", "spot_map", "path_offsets", "transfer"}
+    assert report["ok"] and set(report["results"]) == {"dark", "settle", "gray_phase", "spot_map", "path_offsets",
+                                                       "transfer"}
     saved = json.loads((tmp_path / "ok" / "report.json").read_text())
     assert saved["results"]["path_offsets"]["truth_error"]["offset_rms_rad"] <= 0.03
-    for name in ("settle", "gray_phase", "spot_map", "path_offsets", "transfer"):
+    for name in ("dark", "settle", "gray_phase", "spot_map", "path_offsets", "transfer"):
         assert (tmp_path / "ok" / f"{name}-00001.h5").exists() and (tmp_path / "ok" / f"{name}.png").exists()
     again = run_calibration(simulated_rig(), NET, tmp_path / "ok", only=["path_offsets"], progress=False)
     assert again["results"]["path_offsets"]["status"] == "ok"  # its spot map comes from the store
@@ -117,7 +146,7 @@ def test_cli_calibrate_then_train_records_the_files_used(tmp_path, capsys):
     assert main(["train", str(cfg_path), "--machine", "simulated", "--calibration", str(cal), "--out", str(out),
                  "--quiet"]) == 0
     used = json.loads((out / "calibration.json").read_text())
-    assert {u["kind"] for u in used} == {"settle", "gray_phase", "spot_map", "path_offsets", "transfer"}
+    assert {u["kind"] for u in used} == {"dark", "settle", "gray_phase", "spot_map", "path_offsets", "transfer"}
     # a calibration made for a 10-bit SLM is refused on the 8-bit rig
     rig = yaml.safe_load((ROOT / "experiments" / "rigs" / "simulated.yaml").read_text())
     rig["slm"]["kwargs"]["bitdepth"] = 10

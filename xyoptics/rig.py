@@ -40,6 +40,7 @@ class RigConfig(Strict):
     layout: LayoutConfig = LayoutConfig()
     readout: ReadoutConfig = ReadoutConfig()
     settle_time_s: float | None = Field(default=None, gt=0, description="overrides the SLM's own settle time")
+    shutter: str | None = Field(default=None, description="beam shutter's serial port or pyserial URL")
     wavelength_nm: float | None = Field(default=None, gt=0)
 
 

@@ -1,0 +1,1 @@
+"""pyserial URL protocol handlers for simulated instruments (``serial.serial_for_url("xyshutter://...")``)."""
