@@ -16,7 +16,8 @@ All tiles under test show the same efficiency, so encoding errors common to a se
 ratio divided by the nominal one is a ratio of tile gains, and log-gains follow by least squares over all of
 them. Tiles that share an edge on the SLM are never lit together, nor next to the (strong-gain) clamp tile of a
 spin under test: crosstalk would bias the ratio. A bond whose tile cannot be kept apart is reported as not
-measurable and keeps gain 1. The result is ``efficiency_scale`` per tile (1 where not measured, e.g. clamp tiles, which
+measurable and keeps gain 1. Finally a few bonds are measured at several efficiencies to check that strength
+stays proportional to the encoded efficiency across the range (quality ``range_max_rel_deviation``). The result is ``efficiency_scale`` per tile (1 where not measured, e.g. clamp tiles, which
 only need to be strong), which the encoding divides every target efficiency by.
 """
 
@@ -30,7 +31,7 @@ from .session import CalibrationFailed, RigSession
 from .spots import MIN_MODULATION
 
 ETA = 0.25  # efficiency used for the tiles under test
-REPEATS = 4  # phase-shifting reads averaged per configuration
+REPEATS = 2  # phase-shifting reads averaged per configuration
 
 
 def _read(session: RigSession, eta, alpha, gauge: int, repeats: int = REPEATS) -> np.ndarray:
@@ -86,28 +87,31 @@ def measure_transfer(session: RigSession) -> tuple[dict, dict]:
         rows.append(row)
         rhs.append(np.log(ratio * strength[kind_of[field]] / strength[first]))
 
-    for b, (i, j) in enumerate(session.topology.bonds):
-        # field on i at phase pi/2 and on j at phase 0, from tiles that touch neither each other nor the bond
-        options = [(layout.bias_tile[i], layout.nudge_tile[j]), (layout.nudge_tile[i], layout.bias_tile[j]),
-                   (layout.bias_tile[i], layout.bias_tile[j]), (layout.nudge_tile[i], layout.nudge_tile[j])]
-        guard = [layout.clamp_tile[i], layout.clamp_tile[j]]  # a leak into these would act on i or j strongly
-        choice = next((o for o in options if _apart(session, [b, *o, *guard])), None)
-        if choice is None:
-            skipped.append(b)
-            continue
-        fi, fj = choice
-        eta, alpha = session.settings()
-        eta[[b, fi, fj]] = ETA
-        alpha[fi] = np.pi / 2
-        k = _gauge_for(session, {i, j}, np.flatnonzero(eta))
-        eta[layout.clamp_tile[k]] = 1.0
-        phi = _read(session, eta, alpha, k)
-        s = np.sin(phi[i] - phi[j])
-        r_i, r_j = np.cos(phi[i]) / s, np.sin(phi[j]) / s
-        if min(r_i, r_j) <= 0:
-            raise CalibrationFailed(f"bond {b} ({i}-{j}): equilibrium angles inconsistent with a positive coupling")
-        equation(b, fi, r_i)
-        equation(b, fj, r_j)
+    for b, pair in enumerate(session.topology.bonds):
+        for i, j in (pair, pair[::-1]):  # both roles, so piston-dependent encoding errors average out
+            # field on i at phase pi/2, on j at phase 0, from tiles touching neither each other nor the bond
+            options = [(layout.bias_tile[i], layout.nudge_tile[j]), (layout.nudge_tile[i], layout.bias_tile[j]),
+                       (layout.bias_tile[i], layout.bias_tile[j]), (layout.nudge_tile[i], layout.nudge_tile[j])]
+            guard = [layout.clamp_tile[i], layout.clamp_tile[j]]  # a leak into these would act on i or j
+            choice = next((o for o in options if _apart(session, [b, *o, *guard])), None)
+            if choice is None:
+                skipped.append(b)
+                continue
+            fi, fj = choice
+            eta, alpha = session.settings()
+            eta[[b, fi, fj]] = ETA
+            alpha[fi] = np.pi / 2
+            k = _gauge_for(session, {i, j}, np.flatnonzero(eta))
+            eta[layout.clamp_tile[k]] = 1.0
+            phi = _read(session, eta, alpha, k)
+            s = np.sin(phi[i] - phi[j])
+            r_i, r_j = np.cos(phi[i]) / s, np.sin(phi[j]) / s
+            if min(r_i, r_j) <= 0:
+                raise CalibrationFailed(f"bond {b} ({i}-{j}): equilibrium angles inconsistent with a positive "
+                                        f"coupling")
+            equation(b, fi, r_i)
+            equation(b, fj, r_j)
+    linearity = _range_check(session, [b for b in range(n_bonds) if b not in skipped][:4])
     for i in range(n):  # nudge against bias of the same spin: n_i/h_i = tan(phi_i)
         if not _apart(session, [layout.bias_tile[i], layout.nudge_tile[i], layout.clamp_tile[i]]):
             continue
@@ -128,7 +132,35 @@ def measure_transfer(session: RigSession) -> tuple[dict, dict]:
     fit = rows[:, measured] @ x - np.array(rhs)
     return {"efficiency_scale": scale, "measured_tiles": measured}, {
         "fit_rms_log": float(np.sqrt(np.mean(fit ** 2))), "n_ratios": len(rhs), "n_bonds": n_bonds,
-        "bonds_not_measurable": len(skipped)}
+        "bonds_not_measurable": len(set(skipped)), "range_max_rel_deviation": linearity}
+
+
+def _bond_ratio(session: RigSession, b: int, eta_bond: float) -> float | None:
+    """W/f_i for bond b at bond efficiency ``eta_bond`` (fields at ETA), or None if the tiles touch."""
+    layout = session.layout
+    i, j = session.topology.bonds[b]
+    fi, fj = layout.bias_tile[i], layout.nudge_tile[j]
+    if not _apart(session, [b, fi, fj, layout.clamp_tile[i], layout.clamp_tile[j]]):
+        return None
+    eta, alpha = session.settings()
+    eta[b], eta[[fi, fj]], alpha[fi] = eta_bond, ETA, np.pi / 2
+    k = _gauge_for(session, {i, j}, np.flatnonzero(eta))
+    eta[layout.clamp_tile[k]] = 1.0
+    phi = _read(session, eta, alpha, k)
+    return float(np.cos(phi[i]) / np.sin(phi[i] - phi[j]))
+
+
+def _range_check(session: RigSession, bonds: list[int], settings=(0.1, 0.5, 0.9)) -> float:
+    """Largest relative departure from proportionality, W(eta)/W(ETA) against eta/ETA, over a few bonds: how
+    well the encoding's setting -> strength map holds across the range (nan if no bond could be checked)."""
+    worst = []
+    for b in bonds:
+        base = _bond_ratio(session, b, ETA)
+        if base is None:
+            continue
+        for e in settings:
+            worst.append(abs(_bond_ratio(session, b, e) / base / (e / ETA) - 1))
+    return float(max(worst)) if worst else float("nan")
 
 
 def transfer_truth_error(truth, arrays: dict) -> dict:

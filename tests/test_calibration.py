@@ -82,17 +82,6 @@ def test_gray_phase_lookup_table_against_hidden_truth():
     assert 0.9 < quality["range_2pi"] <= 1.0 and np.all(np.diff(table["gamma"]) > 0)
 
 
-def test_transfer_gains_against_hidden_truth(tmp_path):
-    """The gains measured after the other calibrations agree with the hidden tile gains (squared: the gain
-    multiplies the first-order amplitude). Measured 3.9 % rms here, against a true spread of about 6 % in
-    efficiency; the issue's target of 3 % is not yet met (thermal noise and crosstalk residuals), so this
-    asserts the measured level, not the target."""
-    report = run_calibration(simulated_rig(), NET, tmp_path, progress=False)
-    error = report["results"]["transfer"]["truth_error"]["gain_rms_rel"]
-    assert report["ok"] and error <= 0.045
-    assert report["seconds"] < 300
-
-
 def test_settle_time_within_20_percent_of_truth():
     s = session(settle_factor=2.5)  # the SLM really needs 2.5x its nominal settle time
     result, _ = measure_settle_time(s)
@@ -106,12 +95,17 @@ def test_procedures_fail_cleanly_without_light(procedure):
         procedure(session(light=False))
 
 
-def test_runner_stores_reports_and_skips_dependents_of_failures(tmp_path):
+def test_runner_stores_reports_and_meets_the_accuracy_targets(tmp_path):
     report = run_calibration(simulated_rig(), NET, tmp_path / "ok", progress=False)
     assert report["ok"] and set(report["results"]) == {"dark", "settle", "gray_phase", "spot_map", "path_offsets",
                                                        "transfer"}
     saved = json.loads((tmp_path / "ok" / "report.json").read_text())
     assert saved["results"]["path_offsets"]["truth_error"]["offset_rms_rad"] <= 0.03
+    # tile gains (squared: the hidden gain multiplies the first-order amplitude) within 3 % rms
+    transfer = saved["results"]["transfer"]
+    assert transfer["truth_error"]["gain_rms_rel"] <= 0.03
+    assert transfer["quality"]["range_max_rel_deviation"] < 0.1
+    assert saved["seconds"] < 300
     for name in ("dark", "settle", "gray_phase", "spot_map", "path_offsets", "transfer"):
         assert (tmp_path / "ok" / f"{name}-00001.h5").exists() and (tmp_path / "ok" / f"{name}.png").exists()
     again = run_calibration(simulated_rig(), NET, tmp_path / "ok", only=["path_offsets"], progress=False)
@@ -153,7 +147,8 @@ def test_cli_calibrate_then_train_records_the_files_used(tmp_path, capsys):
     rig_path = tmp_path / "rig10.yaml"
     rig_path.write_text(yaml.safe_dump(rig))
     cal10 = tmp_path / "cal10"
-    assert main(["calibrate", str(rig_path), "--config", str(cfg_path), "--out", str(cal10), "--quiet"]) == 0
+    assert main(["calibrate", str(rig_path), "--config", str(cfg_path), "--out", str(cal10), "--only", "spot_map",
+                 "--quiet"]) == 0
     capsys.readouterr()
     with pytest.warns(UserWarning, match="10-bit"):
         code = main(["train", str(cfg_path), "--machine", "simulated", "--calibration", str(cal10), "--out",
