@@ -157,10 +157,19 @@ class XYRigEngine:
             c = c + chi * leak
         return c * self.truth.tile_gain
 
-    def _apply(self, phase_image: np.ndarray) -> None:
+    def tile_strengths(self, phase_image: np.ndarray) -> np.ndarray:
+        """True efficiency times phase factor, eta e^{i arg}, of every tile for a displayed phase image (hidden
+        truth: gains and crosstalk included)."""
         c = self._tile_orders(phase_image)
+        return np.abs(c) * c
+
+    def displayed(self) -> np.ndarray | None:
+        """The phase image most recently written (hidden truth: after the gray -> phase response)."""
+        return None if self._pending is None else self._pending[1]
+
+    def _apply(self, phase_image: np.ndarray) -> None:
         g, t = self.layout_config.gains, self.tiles
-        eta_phase = np.abs(c) * c  # eta e^{i arg}
+        eta_phase = self.tile_strengths(phase_image)
         w = g.coupling * eta_phase[:len(self.topology.bonds)].real
         field = (g.bias * eta_phase[t.bias_tile] + g.clamp * eta_phase[t.clamp_tile]
                  + g.nudge * eta_phase[t.nudge_tile])

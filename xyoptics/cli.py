@@ -30,7 +30,8 @@ def _train(args) -> int:
                                   "the cosine cost only; set ep.cost: cosine")
             _, _, net = prepare(cfg)
             with open_optical_machine(rig, net, args.trust) as machine:
-                references = _load_calibration(machine, rig, args.calibration) if args.calibration else None
+                folder = args.calibration or rig.calibration_dir
+                references = _load_calibration(machine, rig, folder) if folder else None
                 summary = train(cfg, out, machine=machine, progress=not args.quiet, rig=rig,
                                 calibration=references).summary
     except KeyboardInterrupt:
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="digital (default), simulated (the embedded simulated optical rig) or a rig YAML")
     p.add_argument("--trust", action="append", default=[], metavar="MODULE",
                    help="also allow device classes from this module prefix")
-    p.add_argument("--calibration", metavar="DIR", help="use the latest valid calibrations in this folder")
+    p.add_argument("--calibration", metavar="DIR",
+                   help="use the latest valid calibrations in this folder (default: the rig's calibration_dir)")
     p.set_defaults(func=_train)
     cal = sub.add_parser("calibrate", help="calibrate an optical rig through its SLM and camera")
     cal.add_argument("rig", help="rig config (YAML), or 'simulated'")

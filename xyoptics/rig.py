@@ -41,6 +41,8 @@ class RigConfig(Strict):
     readout: ReadoutConfig = ReadoutConfig()
     settle_time_s: float | None = Field(default=None, gt=0, description="overrides the SLM's own settle time")
     shutter: str | None = Field(default=None, description="beam shutter's serial port or pyserial URL")
+    calibration_dir: Path | None = Field(default=None, description="calibration store used unless --calibration "
+                                                                   "names another")
     wavelength_nm: float | None = Field(default=None, gt=0)
 
 
