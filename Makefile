@@ -17,8 +17,11 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
+# The main job on the embedded simulated optical rig: calibrate it, then train through it.
 demo: $(VENV)/.installed
-	$(BIN)/xyoptics train experiments/xor_lattice_skip_rig.yaml --machine simulated --out runs/demo
+	$(BIN)/xyoptics calibrate simulated --config experiments/xor_lattice_skip_rig.yaml --out runs/demo-calibration
+	$(BIN)/xyoptics train experiments/xor_lattice_skip_rig.yaml --machine simulated \
+		--calibration runs/demo-calibration --out runs/demo
 
 test: $(VENV)/.installed-test
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q
