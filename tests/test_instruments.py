@@ -1,0 +1,43 @@
+"""Lab instruments against their simulated twins: the laser over pyvisa (pyvisa-sim YAML)."""
+
+import pytest
+
+from drivers.laser import SIMULATED, LaserController, LaserError
+
+
+@pytest.fixture
+def laser():
+    with LaserController("ASRL1::INSTR", max_power_mw=100.0, backend=SIMULATED) as controller:
+        yield controller
+
+
+def test_laser_identifies_sets_and_reads(laser):
+    assert laser.identity == "XYOPTICS,SIMULATED-LASER,0,1.0"
+    laser.set_power(42.5)
+    laser.output(True)
+    assert laser.power_mw == pytest.approx(42.5) and laser.output_on
+    laser.output(False)
+    assert not laser.output_on
+
+
+def test_rig_maximum_is_enforced_before_anything_is_sent(laser, monkeypatch):
+    laser.set_power(10.0)
+    sent = []
+    original = laser.instrument.query
+    monkeypatch.setattr(laser.instrument, "query", lambda cmd: sent.append(cmd) or original(cmd))
+    with pytest.raises(LaserError, match="outside \\[0, 100.0\\] mW"):
+        laser.set_power(150.0)
+    with pytest.raises(LaserError, match="outside"):
+        laser.set_power(-1.0)
+    assert sent == []
+    assert laser.power_mw == pytest.approx(10.0)
+
+
+def test_instrument_side_refusal_and_bad_resources():
+    with LaserController("ASRL1::INSTR", max_power_mw=5000.0, backend=SIMULATED) as laser:
+        with pytest.raises(LaserError, match="refused"):
+            laser.set_power(3000.0)  # beyond what the controller itself accepts (2000 mW)
+    with pytest.raises(LaserError, match="is a laser there"):
+        LaserController("ASRL9::INSTR", max_power_mw=10.0, backend=SIMULATED)  # nothing answers there
+    with pytest.raises(LaserError, match="positive"):
+        LaserController("ASRL1::INSTR", max_power_mw=0.0, backend=SIMULATED)
