@@ -30,7 +30,6 @@ class LaserController:
             self.instrument = self.manager.open_resource(resource, read_termination="\n", write_termination="\n",
                                                          timeout=timeout_ms)
         except pyvisa.VisaIOError as exc:
-            self.manager.close()
             raise LaserError(f"cannot open laser at {resource!r}: {exc}") from None
         try:
             self.identity = self._query("*IDN?")
@@ -69,9 +68,9 @@ class LaserController:
         return self._query("OUTP?") == "1"
 
     def close(self) -> None:
-        """Close the VISA session (the laser keeps its state)."""
+        """Close the VISA session (the laser keeps its state). The resource manager is shared by pyvisa
+        between all users of the same VISA library, so it stays open."""
         self.instrument.close()
-        self.manager.close()
 
     def __enter__(self):
         return self

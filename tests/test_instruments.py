@@ -41,3 +41,27 @@ def test_instrument_side_refusal_and_bad_resources():
         LaserController("ASRL9::INSTR", max_power_mw=10.0, backend=SIMULATED)  # nothing answers there
     with pytest.raises(LaserError, match="positive"):
         LaserController("ASRL1::INSTR", max_power_mw=0.0, backend=SIMULATED)
+
+
+def test_session_instruments_are_left_safe_even_on_error():
+    from drivers.instruments import open_instruments
+    from drivers.shutter import SerialShutter
+    from xyoptics.rig import LaserConfig
+
+    config = LaserConfig(resource="ASRL1::INSTR", backend="sim", power_mw=50.0, max_power_mw=100.0)
+    with LaserController("ASRL1::INSTR", max_power_mw=100.0, backend=SIMULATED) as observer:  # keeps sim state
+        with pytest.raises(KeyboardInterrupt):
+            with open_instruments(config, "xyshutter://instrument-test") as (laser, shutter):
+                assert observer.output_on and observer.power_mw == pytest.approx(50.0)
+                assert shutter.is_open
+                raise KeyboardInterrupt
+        assert not observer.output_on  # switched off on the way out
+
+
+def test_laser_config_refuses_power_above_the_rig_limit():
+    from pydantic import ValidationError
+
+    from xyoptics.rig import LaserConfig
+
+    with pytest.raises(ValidationError, match="exceeds max_power_mw"):
+        LaserConfig(resource="ASRL1::INSTR", power_mw=150.0, max_power_mw=100.0)

@@ -28,8 +28,10 @@ def _train(args) -> int:
             if cfg.ep.cost != "cosine":
                 raise ConfigError("ep.cost: an optical machine nudges with an injected field, which realises "
                                   "the cosine cost only; set ep.cost: cosine")
+            from drivers.instruments import open_instruments
+
             _, _, net = prepare(cfg)
-            with open_optical_machine(rig, net, args.trust) as machine:
+            with open_instruments(rig.laser, rig.shutter), open_optical_machine(rig, net, args.trust) as machine:
                 folder = args.calibration or rig.calibration_dir
                 references = _load_calibration(machine, rig, folder) if folder else None
                 summary = train(cfg, out, machine=machine, progress=not args.quiet, rig=rig,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .config import ConfigError, Strict, load_yaml_model
 from .devices import DeviceSpec, check_rig_devices, open_devices
@@ -30,6 +30,22 @@ class ReadoutConfig(Strict):
     min_modulation: float | None = Field(default=None, gt=0, description="counts; default 0.1 x median")
 
 
+class LaserConfig(Strict):
+    """The rig's laser controller (pyvisa): resource name, VISA backend ("" system VISA, "sim" the bundled
+    simulated twin, or "file.yaml@sim"), the power to run at and the most the rig tolerates (mW)."""
+
+    resource: str
+    backend: str = ""
+    power_mw: float = Field(gt=0)
+    max_power_mw: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _within_limit(self):
+        if self.power_mw > self.max_power_mw:
+            raise ValueError(f"power_mw {self.power_mw} exceeds max_power_mw {self.max_power_mw}")
+        return self
+
+
 class RigConfig(Strict):
     """One optical rig: devices, routing, geometry, readout."""
 
@@ -41,6 +57,7 @@ class RigConfig(Strict):
     readout: ReadoutConfig = ReadoutConfig()
     settle_time_s: float | None = Field(default=None, gt=0, description="overrides the SLM's own settle time")
     shutter: str | None = Field(default=None, description="beam shutter's serial port or pyserial URL")
+    laser: LaserConfig | None = None
     calibration_dir: Path | None = Field(default=None, description="calibration store used unless --calibration "
                                                                    "names another")
     wavelength_nm: float | None = Field(default=None, gt=0)
