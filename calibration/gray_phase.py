@@ -33,7 +33,7 @@ def measure_gray_phase(session: RigSession, n_levels: int = 48) -> tuple[dict, d
     t, p = layout.config.tile_px, layout.config.period_px
     x = np.arange(t)
     high = (x % p) >= p // 2  # binary grating: the second half of each period shows level g, the first 0
-    weights = layout.spot_weights()
+    weights = session.spot_weights
     steps = 2 * np.pi * np.arange(4) / 4
     reads = []
     for g in levels:

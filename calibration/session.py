@@ -32,6 +32,7 @@ class RigSession:
         self.clock = clock if clock is not None else getattr(slm, "clock", None) or RealClock()
         self.saturation = 2 ** camera.bitdepth - 1
         self.frames_grabbed = 0
+        self.spot_weights = self.layout.spot_weights()  # (n_spins, rows, cols), from the calibrated spot map
 
     @property
     def n_spins(self) -> int:

@@ -53,7 +53,7 @@ def measure_spot_map(session: RigSession, repeats: int = 2) -> tuple[dict, dict]
 def measure_path_offsets(session: RigSession, repeats: int = 4) -> tuple[dict, dict]:
     """Per-spin path offsets (n_spins,) in radians, zero circular mean."""
     layout = session.layout
-    weights = layout.spot_weights()
+    weights = session.spot_weights
     eta, alpha = session.clamped(np.zeros(session.n_spins))
     reads = []
     for _ in range(repeats):

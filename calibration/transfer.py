@@ -41,7 +41,7 @@ def _read(session: RigSession, eta, alpha, gauge: int, repeats: int = REPEATS) -
     reads = []
     for _ in range(repeats):
         frames, steps = session.phase_stack(eta, alpha)
-        est = pool_spots(phase_shifting(frames, steps), layout.spot_weights(), layout.carrier)
+        est = pool_spots(phase_shifting(frames, steps), session.spot_weights, layout.carrier)
         session.require_light(frames, est.modulation, MIN_MODULATION)
         theta = est.theta - (0.0 if offsets is None else np.asarray(offsets))
         reads.append(theta - theta[gauge])
