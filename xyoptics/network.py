@@ -172,7 +172,7 @@ class XYNetwork:
         """E(phi) for each sample, shape (batch,)."""
         phases = np.atleast_2d(phases)
         c, s = np.cos(phases), np.sin(phases)
-        wc, ws = _apply(self.operator(params, phases.dtype), c, s)
+        wc, ws = field_from(self.operator(params, phases.dtype), c, s)
         hx, hy = self.bias_field(params, phases.dtype)
         return -0.5 * np.sum(c * wc + s * ws, axis=1) - (c @ hx + s @ hy)
 
@@ -181,7 +181,7 @@ class XYNetwork:
         phases = np.atleast_2d(phases)
         c, s = np.cos(phases), np.sin(phases)
         hx, hy = self.bias_field(params, phases.dtype)
-        wc, ws = _apply(self.operator(params, phases.dtype), c, s)
+        wc, ws = field_from(self.operator(params, phases.dtype), c, s)
         return np.where(self.free, c * (ws + hy) - s * (wc + hx), 0.0).astype(phases.dtype)
 
     def bond_correlations(self, phases: np.ndarray) -> np.ndarray:
@@ -222,12 +222,7 @@ class XYNetwork:
         return self.with_inputs(phases, inputs)
 
 
-def _apply(op: CouplingOperator, c: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def field_from(op, c: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(W cos phi, W sin phi) with one operator call on the stacked batch."""
     y = op(np.concatenate([c, s], axis=0))
     return y[: len(c)], y[len(c):]
-
-
-def field_from(op: CouplingOperator, c: np.ndarray, s: np.ndarray):
-    """Public alias of the stacked product, used by the relaxation landscape."""
-    return _apply(op, c, s)
