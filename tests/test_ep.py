@@ -91,7 +91,7 @@ def test_m_init_averages_over_repeated_starts():
     # equal to the mean of the per-sample estimates
     net = machine.network
     per = net.parameter_gradients(params, est.nudged[0].phases).w - net.parameter_gradients(params, est.free.phases).w
-    np.testing.assert_allclose(est.grad.w, per.mean(0) / 0.1, rtol=1e-10)
+    np.testing.assert_allclose(est.grad.w, per.mean(0) / 0.1, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("kw, message", [(dict(beta=0.0), "beta"), (dict(variant="centred"), "variant"),
