@@ -1,44 +1,151 @@
-"""The rig's lab instruments for a session: laser to its configured power with the output on, shutter open;
-and on the way out -- normal end, error or Ctrl-C -- shutter closed and laser output off, so the hardware is
-left safe."""
+"""The rig's lab instruments for one session: laser at its configured power with the output on, shutter open;
+checked before every training step; and parked on the way out -- normal end, error, Ctrl-C or SIGTERM -- with
+the shutter closed and the laser output off, so the hardware is left safe.
+
+``check()`` raises ``InstrumentFault`` (a ``DeviceFault``, so training retries the step and then stops safely)
+when an instrument does not answer -- after one attempt to reconnect it and restore its settings -- or reports
+an unexpected state. A shutter found closed is never reopened: something closed it (an interlock, a person).
+"""
 
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
 
-from .laser import SIMULATED, LaserController
-from .shutter import SerialShutter
+from xyoptics.machine import DeviceFault
+
+from .laser import SIMULATED, LaserController, LaserError
+from .shutter import SerialShutter, ShutterError
 
 log = logging.getLogger(__name__)
+POWER_TOLERANCE = 0.02  # relative deviation of the read-back laser power that counts as a fault
+
+
+class InstrumentFault(DeviceFault):
+    pass
+
+
+class LabInstruments:
+    """``laser``: an ``xyoptics.rig.LaserConfig`` (or None); ``shutter``: a serial port / pyserial URL (or
+    None). Nothing is contacted until ``open()``."""
+
+    def __init__(self, laser=None, shutter: str | None = None):
+        self.laser_config, self.shutter_port = laser, shutter
+        self.laser: LaserController | None = None
+        self.shutter: SerialShutter | None = None
+        self.reconnects = 0
+
+    # -- connections ------------------------------------------------------------------------------------
+    def _connect_laser(self) -> None:
+        cfg = self.laser_config
+        backend = SIMULATED if cfg.backend == "sim" else cfg.backend
+        self.laser = LaserController(cfg.resource, cfg.max_power_mw, backend=backend)
+        self.laser.set_power(cfg.power_mw)
+        self.laser.output(True)
+
+    def _connect_shutter(self, open_it: bool) -> None:
+        self.shutter = SerialShutter(self.shutter_port)
+        if open_it:
+            self.shutter.open()
+
+    def open(self) -> None:
+        """Laser to its power with the output on, then the shutter open."""
+        if self.laser_config is not None:
+            self._connect_laser()
+        if self.shutter_port:
+            self._connect_shutter(open_it=True)
+
+    # -- during the run ---------------------------------------------------------------------------------
+    def _check_laser(self) -> None:
+        want = self.laser_config.power_mw
+        try:
+            on, power = self.laser.output_on, self.laser.power_mw
+        except LaserError as exc:
+            log.warning("laser not answering (%s); reconnecting", exc)
+            _safely("close the stale laser session", self.laser.close)
+            try:
+                self._connect_laser()
+            except LaserError as again:
+                raise InstrumentFault(f"laser not answering: {again}") from None
+            self.reconnects += 1
+            on, power = self.laser.output_on, self.laser.power_mw
+        if not on:
+            raise InstrumentFault("laser output is off (switched off outside this session?)")
+        if abs(power - want) > POWER_TOLERANCE * max(want, 1e-9):
+            raise InstrumentFault(f"laser reads {power} mW, set to {want} mW")
+
+    def _check_shutter(self) -> None:
+        try:
+            is_open = self.shutter.is_open
+        except ShutterError as exc:
+            log.warning("shutter not answering (%s); reconnecting", exc)
+            _safely("release the stale shutter line", self.shutter.release)
+            try:
+                self._connect_shutter(open_it=False)
+                is_open = self.shutter.is_open
+            except ShutterError as again:
+                raise InstrumentFault(f"shutter not answering: {again}") from None
+            self.reconnects += 1
+        if not is_open:
+            raise InstrumentFault("shutter is closed (interlock or closed by hand); not reopening it")
+
+    def check(self) -> None:
+        """Every instrument answers and is as the session set it; else ``InstrumentFault``."""
+        if self.laser is not None:
+            self._check_laser()
+        if self.shutter is not None:
+            self._check_shutter()
+
+    def snapshot(self) -> dict:
+        """Identities and read-back settings, for the run folder."""
+        out = {}
+        if self.laser is not None:
+            out["laser"] = {"resource": self.laser_config.resource, "identity": self.laser.identity,
+                            "power_mw": self.laser.power_mw, "output_on": self.laser.output_on,
+                            "max_power_mw": self.laser_config.max_power_mw}
+        if self.shutter is not None:
+            out["shutter"] = {"port": self.shutter_port, "identity": self.shutter.identity,
+                              "open": self.shutter.is_open}
+        return out
+
+    # -- leaving it safe --------------------------------------------------------------------------------
+    def park(self) -> dict:
+        """Shutter closed, laser output off; returns what the instruments then report (or why they could not)."""
+        report = {}
+        if self.shutter is not None:
+            report["shutter"] = _safely("close the shutter",
+                                        lambda: (self.shutter.close(), "open" if self.shutter.is_open else "closed")[1])
+        if self.laser is not None:
+            report["laser_output"] = _safely("switch the laser output off",
+                                             lambda: (self.laser.output(False),
+                                                      "on" if self.laser.output_on else "off")[1])
+        return report
+
+    def close(self) -> None:
+        """Release the lines (the instruments keep their state)."""
+        if self.shutter is not None:
+            _safely("release the shutter port", self.shutter.release)
+        if self.laser is not None:
+            _safely("close the laser session", self.laser.close)
 
 
 @contextmanager
 def open_instruments(laser=None, shutter: str | None = None):
-    """``laser``: an ``xyoptics.rig.LaserConfig`` (or None); ``shutter``: a serial port / pyserial URL (or None).
-    Yields ``(laser_controller, shutter)``, either of which may be None."""
-    controller = sh = None
+    """Open the instruments (``LabInstruments.open``) and yield them; park and release them on any exit."""
+    instruments = LabInstruments(laser, shutter)
     try:
-        if laser is not None:
-            backend = SIMULATED if laser.backend == "sim" else laser.backend
-            controller = LaserController(laser.resource, laser.max_power_mw, backend=backend)
-            controller.set_power(laser.power_mw)
-            controller.output(True)
-        if shutter:
-            sh = SerialShutter(shutter)
-            sh.open()
-        yield controller, sh
+        instruments.open()
+        yield instruments
     finally:
-        if sh is not None:
-            _safely("close the shutter", sh.close)
-            _safely("release the shutter port", sh.release)
-        if controller is not None:
-            _safely("switch the laser output off", lambda: controller.output(False))
-            _safely("close the laser session", controller.close)
+        instruments.park()
+        instruments.close()
 
 
-def _safely(what: str, action) -> None:
+def _safely(what: str, action):
+    """Run ``action``; on failure log it and return an error string -- every other step of making the rig
+    safe must still run."""
     try:
-        action()
-    except Exception as exc:  # keep going: every other step of making the rig safe must still run
+        return action()
+    except Exception as exc:
         log.error("could not %s: %s", what, exc)
+        return f"error: {exc}"

@@ -26,9 +26,12 @@ class SerialShutter:
         self.identity = self._ask("*IDN?")
 
     def _ask(self, command: str) -> str:
-        self.port.reset_input_buffer()
-        self.port.write((command + "\r").encode("ascii"))
-        reply = self.port.read_until(b"\r\n").decode("ascii", "replace").strip()
+        try:
+            self.port.reset_input_buffer()
+            self.port.write((command + "\r").encode("ascii"))
+            reply = self.port.read_until(b"\r\n").decode("ascii", "replace").strip()
+        except (serial.SerialException, OSError) as exc:
+            raise ShutterError(f"shutter at {self.port.port!r} is not reachable: {exc}") from None
         if not reply:
             raise ShutterError(f"shutter at {self.port.port!r} did not answer {command!r}")
         if reply.startswith("ERR"):

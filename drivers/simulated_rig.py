@@ -45,6 +45,13 @@ class RigSLM(SLM):
     def _set_phase_hw(self, display):
         self.engine.display(np.asarray(display), self._gamma_sign, self.bitresolution)
 
+    def state_dict(self) -> dict:
+        """The simulation's dynamic state, for exact replay from a training checkpoint (real SLMs have none)."""
+        return self.engine.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.engine.load_state_dict(state)
+
     def close(self):
         """Nothing to release for a simulated device."""
 

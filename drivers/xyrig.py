@@ -123,6 +123,7 @@ class XYRigEngine:
         self.light = True  # False: beam blocked (the simulated shutter xyshutter://<rig_name> switches this)
         _ENGINES[rig_name] = self
         self._pending: tuple[float, np.ndarray] | None = None
+        self._failing_frames = 0
         self._reference = 0.0 + 0.0j
         self._last_time = self.clock.now()
         self._networks: dict[tuple, XYNetwork] = {}
@@ -220,9 +221,41 @@ class XYRigEngine:
             self._apply(self._pending[1])
             self._pending = None
 
+    # -- replay and faults -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The dynamic state -- noise generator, spin phases, drifts, the image in flight and, on a virtual
+        clock, the time -- so that a checkpointed simulation continues exactly as it would have."""
+        tr = self.truth
+        state = {"rng": self.rng.bit_generator.state, "phases": tr.phases.copy(),
+                 "reference_phase": float(tr.reference_phase), "power": float(tr.power),
+                 "reference": [float(self._reference.real), float(self._reference.imag)]}
+        if isinstance(self.clock, VirtualClock):
+            state.update(time=self.clock.t, last_time=float(self._last_time))
+        if self._pending is not None:
+            state.update(pending_time=float(self._pending[0]), pending_image=self._pending[1].copy())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        tr = self.truth
+        self.rng.bit_generator.state = state["rng"]
+        tr.phases = np.array(state["phases"], dtype=np.float64)
+        tr.reference_phase, tr.power = float(state["reference_phase"]), float(state["power"])
+        self._reference = complex(*state["reference"])
+        if "time" in state and isinstance(self.clock, VirtualClock):
+            self.clock.t, self._last_time = float(state["time"]), float(state["last_time"])
+        self._pending = ((float(state["pending_time"]), np.array(state["pending_image"]))
+                         if "pending_time" in state else None)
+
+    def fail_next_frames(self, n: int) -> None:
+        """Fault injection: the next ``n`` frame grabs time out (TimeoutError), as a stalled camera would."""
+        self._failing_frames = int(n)
+
     # -- camera side ----------------------------------------------------------------------------------
     def frame(self, exposure_s: float, reference_scale: float = 1.0) -> np.ndarray:
         """One camera frame (rows, cols) in counts, float64 (integer-valued when quantised)."""
+        if self._failing_frames > 0:
+            self._failing_frames -= 1
+            raise TimeoutError("simulated camera: no frame within the timeout")
         self._advance()
         tr, imp = self.truth, self.imp
         spots = tr.spot_brightness * np.exp(1j * (tr.phases + tr.path_offsets))

@@ -30,8 +30,10 @@ def test_train_writes_run_folder(tmp_path, capsys, arch):
     cfg = small_config(tmp_path, **({"architecture": arch} if arch else {}))
     assert main(["train", str(cfg), "--out", str(out), "--quiet"]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 6
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [m for m in records if m["kind"] == "eval"]
     assert [m["epoch"] for m in lines] == [3, 6]
+    assert [m["step"] for m in records if m["kind"] == "step"] == list(range(1, 7))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_test_accuracy"] == lines[-1]["test_accuracy"]
     assert summary["status"] == "completed" and summary["wall_time_s"] > 0

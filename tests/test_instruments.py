@@ -51,9 +51,9 @@ def test_session_instruments_are_left_safe_even_on_error():
     config = LaserConfig(resource="ASRL1::INSTR", backend="sim", power_mw=50.0, max_power_mw=100.0)
     with LaserController("ASRL1::INSTR", max_power_mw=100.0, backend=SIMULATED) as observer:  # keeps sim state
         with pytest.raises(KeyboardInterrupt):
-            with open_instruments(config, "xyshutter://instrument-test") as (laser, shutter):
+            with open_instruments(config, "xyshutter://instrument-test") as instruments:
                 assert observer.output_on and observer.power_mw == pytest.approx(50.0)
-                assert shutter.is_open
+                assert instruments.shutter.is_open
                 raise KeyboardInterrupt
         assert not observer.output_on  # switched off on the way out
 

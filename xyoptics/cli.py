@@ -1,4 +1,5 @@
 """Command line: ``xyoptics train CONFIG.yaml [--machine digital|simulated|RIG.yaml] [--out RUN_DIR]``,
+``xyoptics train --resume RUN_DIR``,
 ``xyoptics rig check RIG.yaml``, ``xyoptics data fetch mnist --dest DIR``, ``xyoptics --version``."""
 
 from __future__ import annotations
@@ -14,33 +15,34 @@ from .config import ConfigError, load_config
 
 
 def _train(args) -> int:
-    cfg = load_config(args.config)  # fails before any work
-    from .train import prepare, train
+    from .session import run_session
+    from .train import TrainingFailed
 
-    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.resume:
+        if args.config or args.out:
+            raise ConfigError("--resume RUN_DIR continues that run with its own config: give no CONFIG or --out")
+        out, cfg = Path(args.resume), None
+    else:
+        if not args.config:
+            raise ConfigError("give a training CONFIG (or --resume RUN_DIR)")
+        cfg = load_config(args.config)  # fails before any work
+        out = Path(args.out) if args.out else \
+            Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        if args.machine == "digital":
-            summary = train(cfg, out, progress=not args.quiet).summary
-        else:
-            from .rig import load_rig, open_optical_machine, simulated_rig
-
-            rig = simulated_rig() if args.machine == "simulated" else load_rig(args.machine)
-            if cfg.ep.cost != "cosine":
-                raise ConfigError("ep.cost: an optical machine nudges with an injected field, which realises "
-                                  "the cosine cost only; set ep.cost: cosine")
-            from drivers.instruments import open_instruments
-
-            _, _, net = prepare(cfg)
-            with open_instruments(rig.laser, rig.shutter), open_optical_machine(rig, net, args.trust) as machine:
-                folder = args.calibration or rig.calibration_dir
-                references = _load_calibration(machine, rig, folder) if folder else None
-                summary = train(cfg, out, machine=machine, progress=not args.quiet, rig=rig,
-                                calibration=references).summary
+        result = run_session(cfg, out, machine=args.machine, calibration=args.calibration, trust=args.trust,
+                             progress=not args.quiet, resume=bool(args.resume))
+    except TrainingFailed as exc:
+        print(f"error: {exc}\ncheckpoint saved; after fixing the cause: xyoptics train --resume {out}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"interrupted; partial results saved in {out}", file=sys.stderr)
         return 130
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(result.summary, indent=2))
     print(f"run folder: {out}")
+    if result.summary["status"].startswith("stopped"):
+        print(f"stopped safely; continue with: xyoptics train --resume {out}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -56,22 +58,6 @@ def _fetch(args) -> int:
         return 1
     print(f"MNIST files verified in {dest}; point XYOPTICS_DATA there to use them")
     return 0
-
-
-def _load_calibration(machine, rig, folder) -> list[dict]:
-    """Apply the latest valid calibrations in ``folder`` for the connected hardware; return file references."""
-    from calibration.runner import PROCEDURES, apply_to_slm, calibration_from
-    from calibration.store import CalibrationStore, Hardware
-
-    store = CalibrationStore(folder)
-    hardware = Hardware.from_devices(rig.name, machine.slm, machine.camera, rig.wavelength_nm)
-    records = store.latest_set(list(PROCEDURES), hardware)
-    if not records:
-        raise ConfigError(f"--calibration {folder}: no calibration there matches this rig's hardware")
-    apply_to_slm(machine.slm, records)
-    machine.use_calibration(*calibration_from(records))
-    print(f"using calibrations: {', '.join(sorted(r.path.name for r in records.values()))}", file=sys.stderr)
-    return store.references(records.values())
 
 
 def _calibrate(args) -> int:
@@ -109,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xyoptics {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a network with equilibrium propagation")
-    p.add_argument("config", help="training config (YAML)")
+    p.add_argument("config", nargs="?", help="training config (YAML)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
     p.add_argument("--out", help="run folder (default runs/<config>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--machine", default="digital",

@@ -107,6 +107,20 @@ class DiagnosticsConfig(Strict):
     n_samples: int = Field(default=16, ge=1)
 
 
+class SessionConfig(Strict):
+    """How a run keeps its data and survives faults: a checkpoint every ``checkpoint_every`` EP steps (and at
+    every evaluation and stop); the free and nudged angles of every step logged to HDF5 (``log_angles``; None:
+    on for optical machines, off for the digital one); a failing device step retried ``max_retries`` times,
+    ``retry_wait_s`` apart, before the run stops safely; ``min_free_disk_mb`` kept free beyond the run's
+    estimated size."""
+
+    checkpoint_every: int = Field(default=20, ge=1)
+    log_angles: bool | None = None
+    max_retries: int = Field(default=3, ge=0)
+    retry_wait_s: float = Field(default=1.0, ge=0)
+    min_free_disk_mb: float = Field(default=100.0, ge=0)
+
+
 class TrainConfig(Strict):
     """One training run: task, architecture, EP and relaxation settings, optimiser, schedule, seed."""
 
@@ -122,6 +136,7 @@ class TrainConfig(Strict):
     diagnostics: DiagnosticsConfig | None = None
     stop_at_accuracy: float | None = Field(default=None, gt=0, le=1,
                                            description="stop early once an evaluation reaches this test accuracy")
+    session: SessionConfig = SessionConfig()
     seed: int = Field(ge=0)
 
     @field_validator("task", mode="before")

@@ -125,6 +125,20 @@ class DiagnosticsRecorder:
         out.update({k: np.stack(v).astype(np.float64) for k, v in self._maps.items()})
         return out
 
+    def state_dict(self) -> dict:
+        """Snapshots and reference parameters as arrays, for checkpoints."""
+        state = {"delta": self.delta, "epochs": np.asarray(self._epochs, dtype=np.int64)}
+        state.update({k: np.asarray(v) for k, v in self._maps.items() if v})
+        if self._reference is not None:
+            state["reference"] = self._reference.as_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.delta = float(state["delta"])
+        self._epochs = [int(e) for e in state["epochs"]]
+        self._maps = {k: list(state[k]) if k in state else [] for k in self._maps}
+        self._reference = Params(**state["reference"]) if "reference" in state else None
+
     def save(self, path: str | Path, attrs: dict | None = None) -> None:
         """Write ``arrays()`` to one HDF5 file (atomically), with ``delta`` and any ``attrs`` as attributes."""
         write_arrays_h5(path, self.arrays(), {"delta": self.delta, **(attrs or {})})

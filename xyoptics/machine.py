@@ -4,6 +4,9 @@ A machine takes parameters, a batch of clamped inputs and an optional nudge, let
 returns the equilibrium angles with per-sample convergence and quality information. The digital machine
 relaxes the model numerically; an optical machine writes SLM images and reads camera frames. Training code
 never knows which one it has.
+
+Device failures surface as ``DeviceFault``. A machine that can be replayed exactly (a simulator) may offer
+``state_dict()`` / ``load_state_dict(state)`` for checkpoints; one with hardware offers ``park()``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ import numpy as np
 
 from .costs import Cost
 from .network import Params, XYNetwork
+
+
+class DeviceFault(RuntimeError):
+    """A device failed to do its part (camera timeout, instrument not answering or disconnected). Training
+    retries the step a bounded number of times, then stops safely with a checkpoint."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,12 @@ is fixed by the clamped inputs: the circular mean of (read - commanded) input an
 
 Measurement quality travels with the angles: ``converged`` is False for a sample whose spots were saturated or
 too weakly modulated to read; ``residual`` is the largest per-spot fit residual (counts); ``quality`` holds
-the per-spot modulation, flags, and how many tiles had to be clipped at full efficiency.
+the per-spot modulation, per-sample ``saturated`` / ``low_modulation`` flags, and how many tiles had to be
+clipped at full efficiency.
+
+A device that fails (an SLM write or a frame grab raising, e.g. a camera timeout) raises ``DeviceFault``.
+``park()`` leaves the SLM blank (flat phase: no couplings, fields or injections). Devices that can be replayed
+(the simulated rig) lend their state to ``state_dict()`` for training checkpoints.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 from .clock import RealClock
 from .costs import CosineCost
 from .layout import Calibration, Layout, LayoutConfig, RigTopology
-from .machine import Equilibrium, Nudge, check_inputs
+from .machine import DeviceFault, Equilibrium, Nudge, check_inputs
 from .network import Params, XYNetwork
 from .readout import off_axis, phase_shifting, pool_spots, spot_values, wrap
 
@@ -60,11 +65,38 @@ class OpticalXYMachine:
         self.weights = self.layout.spot_weights()[:self.network.n_spins]
         self.settle_time_s = float(self.slm.settle_time_s if settle_time_s is None else settle_time_s)
 
-    # -- one physical write ---------------------------------------------------------------------------
+    # -- devices ----------------------------------------------------------------------------------------
     def _show(self, eta: np.ndarray, alpha: np.ndarray) -> None:
-        self.slm.set_phase(self.layout.image(eta, alpha), settle=False)
+        self._write(self.layout.image(eta, alpha))
         self.clock.sleep(self.settle_time_s)
-        self.camera.flush()
+        try:
+            self.camera.flush()
+        except (TimeoutError, OSError, RuntimeError) as exc:
+            raise DeviceFault(f"camera {self.camera.name!r} could not discard stale frames: {exc}") from exc
+
+    def _write(self, phase: np.ndarray) -> None:
+        try:
+            self.slm.set_phase(phase, settle=False)
+        except (TimeoutError, OSError, RuntimeError) as exc:
+            raise DeviceFault(f"SLM {self.slm.name!r} write failed: {exc}") from exc
+
+    def _grab(self) -> np.ndarray:
+        try:
+            return np.asarray(self.camera.get_image(), dtype=np.float64)
+        except (TimeoutError, OSError, RuntimeError) as exc:
+            raise DeviceFault(f"camera {self.camera.name!r}: {exc}") from exc
+
+    def park(self) -> None:
+        """Blank the SLM: a flat phase image diffracts nothing into the tiles."""
+        self._write(np.zeros(self.slm.shape))
+
+    def state_dict(self) -> dict | None:
+        """The SLM's replay state where it has one (a simulator), else None."""
+        return self.slm.state_dict() if hasattr(self.slm, "state_dict") else None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if state is not None and hasattr(self.slm, "load_state_dict"):
+            self.slm.load_state_dict(state)
 
     def _measure(self, params: Params, x: np.ndarray, beta: float, targets) -> tuple[np.ndarray, dict, int]:
         """Angles of every network spin for the present state, with quality figures."""
@@ -74,7 +106,7 @@ class OpticalXYMachine:
             eta, alpha, clipped = self.layout.tile_settings(params, x, nudge_beta=beta, targets=targets,
                                                             reference_piston=delta)
             self._show(eta, alpha)
-            frames.append(np.asarray(self.camera.get_image(), dtype=np.float64))
+            frames.append(self._grab())
         self.frames_read += len(frames)
         frames = np.array(frames)
         if self.readout == "phase_shifting":
@@ -110,6 +142,7 @@ class OpticalXYMachine:
         residual = np.zeros(n)
         modulation = np.zeros((n, net.n_spins))
         clipped = np.zeros(n, dtype=np.int64)
+        saturated, weak = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         for b in range(n):
             beta, targets = (0.0, None) if nudge is None else (nudge.beta, np.atleast_2d(nudge.targets)[b])
             if starts is None:
@@ -118,9 +151,11 @@ class OpticalXYMachine:
                 eta, alpha, _ = self.layout.tile_settings(params, inputs[b], seed=starts[b])
                 self._show(eta, alpha)
             phases[b], q, clipped[b] = self._measure(params, inputs[b], beta, targets)
-            ok[b] = not (q["saturated"].any() or q["low_modulation"].any())
+            saturated[b], weak[b] = q["saturated"].any(), q["low_modulation"].any()
+            ok[b] = not (saturated[b] or weak[b])
             residual[b] = float(np.max(q["residual"])) if np.size(q["residual"]) else 0.0
             modulation[b] = q["modulation"]
         frames = self.n_steps if self.readout == "phase_shifting" else 1
         return Equilibrium(phases, ok, np.full(n, frames), residual,
-                           {"modulation": modulation, "clipped_tiles": clipped})
+                           {"modulation": modulation, "clipped_tiles": clipped, "saturated": saturated,
+                            "low_modulation": weak})

@@ -1,8 +1,15 @@
 """The EP training loop. It talks to its machine only through the ``XYMachine`` seam.
 
-A run folder holds ``config.yaml`` (the validated config), ``metrics.jsonl`` (one JSON line per evaluated epoch),
-``summary.json`` (final and best accuracies, wall time, convergence counts), ``params.h5`` (final parameters),
-``learning_curves.png``, and with diagnostics switched on ``diagnostics.h5`` plus PNG maps of the last snapshot.
+A run folder holds ``config.yaml`` (the validated config); ``metrics.jsonl`` (one JSON line per EP step,
+``"kind": "step"``, and per evaluation, ``"kind": "eval"``); ``checkpoint.h5`` (checkpoint.py);
+``angles/`` (anglelog.py, when angle logging is on); ``summary.json`` (status, final and best accuracies,
+wall time, convergence and readout-quality counts); ``params.h5`` (final parameters); ``learning_curves.png``,
+and with diagnostics switched on ``diagnostics.h5`` plus PNG maps of the last snapshot.
+
+A run stops at a step boundary on SIGINT / SIGTERM (status "stopped") and on any error (status "failed", the
+error re-raised) after writing a checkpoint; ``train(..., resume=True)`` continues from it. On a machine that
+can be replayed (digital, simulated rig) the resumed run ends with exactly the parameters of an uninterrupted
+one. A ``DeviceFault`` during a step is retried ``session.max_retries`` times from the same random state.
 
 Predictions: every evaluation relaxes each sample once from a fresh uniform random start of all non-input spins
 (as in training) and predicts argmax_o sin(phi_o) (for one output spin: class 1 iff sin(phi_o) > 0).
@@ -10,8 +17,9 @@ Predictions: every evaluation relaxes each sample once from a fresh uniform rand
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,56 +27,27 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from . import architectures
+from .anglelog import AngleLog
+from .build import build_network, build_optimizer, prepare  # noqa: F401  (the public way to build a run)
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .costs import make_cost, predict
-from .data import Dataset, load_task
+from .data import Dataset
 from .diagnostics import DiagnosticsRecorder
 from .digital import DigitalXYMachine
-from .ep import ep_gradient
-from .machine import XYMachine
-from .network import Params, XYNetwork
-from .optim import OPTIMIZERS, Optimizer
+from .ep import EPEstimate, ep_gradient
+from .machine import DeviceFault, XYMachine
+from .network import Params
 from .plots import plot_learning_curves, render_diagnostics
 from .runio import JsonlWriter, write_arrays_h5, write_json_atomic, write_text_atomic
+from .stopping import stop_on_signals
+
+RNG_NAMES = ("init", "shuffle", "train", "eval", "diag")
+COUNTERS = ("unconverged_train", "saturated", "low_modulation", "retries")
 
 
-def build_network(cfg: TrainConfig, data: Dataset) -> XYNetwork:
-    """The configured architecture sized for the task's inputs and outputs."""
-    arch = cfg.architecture
-    if arch.kind == "all_to_all":
-        return architectures.all_to_all(data.n_inputs, arch.hidden, data.n_outputs)
-    if arch.kind == "layered":
-        return architectures.layered([data.n_inputs, *arch.hidden, data.n_outputs])
-    if arch.kind == "square_lattice":
-        return architectures.square_lattice(arch.rows, arch.cols, data.n_inputs, data.n_outputs,
-                                            skip_length=arch.skip_length, skip_along=arch.skip_along,
-                                            skip_every=arch.skip_every, n_skip=arch.n_skip)
-    if arch.input_shape[0] * arch.input_shape[1] != data.n_inputs:
-        raise ValueError(f"input_shape {arch.input_shape} does not hold the task's {data.n_inputs} inputs")
-    layers = [architectures.LocalLayer(**layer.model_dump()) for layer in arch.layers]
-    return architectures.local_layers(arch.input_shape, layers, data.n_outputs)
-
-
-def build_optimizer(cfg: TrainConfig) -> Optimizer:
-    o = cfg.optimizer
-    extra = {"momentum": {"momentum": o.momentum}, "adam": {"beta1": o.beta1, "beta2": o.beta2}}.get(o.kind, {})
-    return OPTIMIZERS[o.kind](o.lr, trainable=o.trainable, **extra)
-
-
-def prepare(cfg: TrainConfig) -> tuple[Dataset, Dataset, XYNetwork]:
-    """Load the task and build the network; any mismatch raises ConfigError before work starts."""
-    try:
-        train_set, test_set = load_task(cfg.task.name, seed=cfg.seed, **cfg.task.options)
-    except (ValueError, TypeError, OSError) as exc:
-        raise ConfigError(f"task {cfg.task.name!r}: {exc}") from None
-    try:
-        net = build_network(cfg, train_set)
-    except ValueError as exc:
-        raise ConfigError(f"architecture {cfg.architecture.kind!r}: {exc}") from None
-    if cfg.relax.structured:
-        net = dataclasses.replace(net, structured=True)
-    return train_set, test_set, net
+class TrainingFailed(RuntimeError):
+    """A run that stopped on an error after saving its checkpoint: ``xyoptics train --resume`` continues it."""
 
 
 @dataclass(frozen=True)
@@ -100,89 +79,260 @@ def evaluate(machine: XYMachine, params: Params, data: Dataset, cost, rng: np.ra
     return Evaluation(correct / len(data), total_cost / len(data), unconverged)
 
 
+
+
+def _quality_counts(est: EPEstimate) -> dict[str, int]:
+    """Samples flagged saturated / weakly modulated by an optical readout, over all phases of a step."""
+    eqs = (est.free, *est.nudged)
+    return {k: sum(int(np.count_nonzero(np.asarray(e.quality[k]))) for e in eqs if k in e.quality)
+            for k in ("saturated", "low_modulation")}
+
+
+class Trainer:
+    """One training run of ``cfg`` on ``machine``, resumable from its run folder ``out_dir``.
+
+    ``before_step()`` runs before every EP step (an instrument check, raising ``DeviceFault`` on trouble);
+    ``on_step(state)`` after every completed step, with the committed ``TrainState``."""
+
+    def __init__(self, cfg: TrainConfig, machine: XYMachine, train_set: Dataset, test_set: Dataset,
+                 out_dir: Path | None, *, resume: bool = False, progress: bool = True, before_step=None,
+                 on_step=None):
+        self.cfg, self.machine, self.net = cfg, machine, machine.network
+        self.train_set, self.test_set, self.out_dir = train_set, test_set, out_dir
+        self.progress, self.before_step, self.on_step = progress, before_step, on_step
+        seeds = np.random.SeedSequence(cfg.seed).spawn(len(RNG_NAMES))
+        self.rngs = {name: np.random.default_rng(s) for name, s in zip(RNG_NAMES, seeds)}
+        self.optimizer = build_optimizer(cfg)
+        self.cost = make_cost(cfg.ep.cost)
+        self.n_batches = math.ceil(len(train_set) / cfg.batch_size)
+        log_angles = cfg.session.log_angles
+        if log_angles is None:
+            log_angles = not isinstance(machine, DigitalXYMachine)
+        if resume:
+            self.state = self._restore()
+        else:
+            params = self.net.init_params(self.rngs["init"], cfg.init.coupling_std, cfg.init.bias_max)
+            self.state = TrainState(params, self.optimizer.state_dict(), {}, counters=dict.fromkeys(COUNTERS, 0))
+            self.state.counters.update(epoch_cost_sum=0.0, epoch_steps=0)
+            self.recorder = DiagnosticsRecorder(params) if cfg.diagnostics else None
+            self._commit(0.0)
+        self.metrics = self.angles = None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            self.metrics = JsonlWriter(out_dir / "metrics.jsonl", keep=self.state.metrics_lines if resume else None)
+            if log_angles:
+                self.angles = AngleLog(out_dir / "angles", resume_step=self.state.step if resume else None)
+
+    # -- state ------------------------------------------------------------------------------------------
+    def _restore(self) -> TrainState:
+        if self.out_dir is None:
+            raise ValueError("resuming needs the run folder")
+        saved = yaml.safe_load((self.out_dir / "config.yaml").read_text())
+        if saved != self.cfg.model_dump(mode="json"):
+            raise ConfigError(f"{self.out_dir}: the config differs from the one the run was started with")
+        state = load_checkpoint(self.out_dir)
+        if state.counters.get("finished"):
+            raise ConfigError(f"{self.out_dir}: the run already ended ({state.counters['finished']})")
+        self.optimizer.load_state_dict(state.optimizer)
+        for name, rng in self.rngs.items():
+            rng.bit_generator.state = state.rngs[name]
+        if state.machine is not None and hasattr(self.machine, "load_state_dict"):
+            self.machine.load_state_dict(state.machine)
+        self.recorder = None
+        if self.cfg.diagnostics:
+            self.recorder = DiagnosticsRecorder()
+            self.recorder.load_state_dict(state.diagnostics)
+        self._wall_base = state.wall_s
+        return state
+
+    def _commit(self, elapsed: float) -> None:
+        """Capture what a checkpoint needs beyond the fields the loop has just set."""
+        s = self.state
+        s.optimizer = self.optimizer.state_dict()
+        s.rngs = {name: rng.bit_generator.state for name, rng in self.rngs.items()}
+        s.machine = self.machine.state_dict() if hasattr(self.machine, "state_dict") else None
+        s.diagnostics = self.recorder.state_dict() if self.recorder is not None else None
+        s.wall_s = round(getattr(self, "_wall_base", 0.0) + elapsed, 3)
+
+    def checkpoint(self) -> None:
+        """Angles of the committed steps first, then the checkpoint that covers them."""
+        if self.out_dir is None:
+            return
+        if self.angles is not None:
+            self.angles.flush()
+        save_checkpoint(self.out_dir, self.state)
+
+    def _log(self, record: dict) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
+        self.state.metrics_lines += 1
+
+    # -- one EP step, retried on device faults ------------------------------------------------------------
+    def _measure(self, samples: np.ndarray) -> tuple[EPEstimate, int]:
+        cfg, rng = self.cfg, self.rngs["train"]
+        data = self.train_set
+        for attempt in range(cfg.session.max_retries + 1):
+            saved = rng.bit_generator.state
+            try:
+                if self.before_step is not None:
+                    self.before_step()
+                est = ep_gradient(self.machine, self.state.params, data.x[samples], data.targets[samples],
+                                  beta=cfg.ep.beta, cost=self.cost, rng=rng, variant=cfg.ep.variant,
+                                  m_init=cfg.ep.m_init)
+                return est, attempt
+            except DeviceFault as exc:
+                if attempt == cfg.session.max_retries:
+                    raise DeviceFault(f"{exc} (still failing after {attempt} retries)") from exc
+                warnings.warn(f"step {self.state.step + 1}: {exc}; retrying ({attempt + 1}/"
+                              f"{cfg.session.max_retries})", RuntimeWarning, stacklevel=2)
+                rng.bit_generator.state = saved
+                time.sleep(cfg.session.retry_wait_s)
+        raise AssertionError("unreachable")
+
+    def _train_epoch(self, stop, bar, t0: float) -> bool:
+        """The rest of the epoch in progress; False when a stop was requested."""
+        s, bs = self.state, self.cfg.batch_size
+        order = s.order if s.order is not None else self.rngs["shuffle"].permutation(len(self.train_set))
+        while s.batch < self.n_batches:
+            samples = order[s.batch * bs:(s.batch + 1) * bs]
+            est, retries = self._measure(samples)
+            params = self.optimizer.step(s.params, est.grad)
+            for name, p in params.as_dict().items():
+                if not np.all(np.isfinite(p)):
+                    raise FloatingPointError(f"parameters {name!r} became non-finite at step {s.step + 1}")
+            quality = _quality_counts(est)
+            record = {"kind": "step", "step": s.step + 1, "epoch": s.epoch, "batch": s.batch + 1,
+                      "cost": est.cost, "unconverged": est.n_unconverged, **quality, "retries": retries,
+                      "wall_s": round(time.perf_counter() - t0, 3)}
+            self._log(record)
+            if self.angles is not None:
+                self.angles.add(s.step + 1, samples, est)
+            s.params, s.order, s.batch, s.step = params, order, s.batch + 1, s.step + 1
+            c = s.counters
+            c["unconverged_train"] += est.n_unconverged
+            c["retries"] += retries
+            c["epoch_cost_sum"] += est.cost
+            c["epoch_steps"] += 1
+            for k, n in quality.items():
+                c[k] += n
+            self._commit(time.perf_counter() - t0)
+            bar.update(1)
+            if self.on_step is not None:
+                self.on_step(s)
+            if s.step % self.cfg.session.checkpoint_every == 0:
+                self.checkpoint()
+            if stop.requested:
+                return False
+        return True
+
+    def _end_epoch(self, bar, t0: float) -> bool:
+        """Diagnostics and evaluation closing the epoch in progress; True when the target accuracy is reached."""
+        cfg, s = self.cfg, self.state
+        epoch, reached = s.epoch, False
+        if self.recorder is not None and (epoch % cfg.diagnostics.every == 0 or epoch == cfg.epochs):
+            k = cfg.diagnostics.n_samples
+            self.recorder.record(epoch, self.machine, s.params, self.test_set.x[:k], self.test_set.targets[:k],
+                                 beta=cfg.ep.beta, cost=self.cost, rng=self.rngs["diag"])
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            tr = evaluate(self.machine, s.params, self.train_set, self.cost, self.rngs["eval"])
+            te = evaluate(self.machine, s.params, self.test_set, self.cost, self.rngs["eval"])
+            c = s.counters
+            record = {"kind": "eval", "epoch": epoch, "step": s.step,
+                      "train_cost": c["epoch_cost_sum"] / max(c["epoch_steps"], 1),
+                      "train_accuracy": tr.accuracy, "test_accuracy": te.accuracy, "test_cost": te.cost,
+                      "unconverged_train": s.counters["unconverged_train"],
+                      "unconverged_eval": tr.n_unconverged + te.n_unconverged,
+                      "wall_s": round(time.perf_counter() - t0, 3)}
+            self._log(record)
+            s.history.append(record)
+            if s.best is None or te.accuracy > s.best["test_accuracy"]:
+                s.best = {"epoch": epoch, "test_accuracy": te.accuracy}
+            bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", cost=f"{record['train_cost']:.3f}",
+                            train=f"{tr.accuracy:.2f}", test=f"{te.accuracy:.2f}")
+            reached = cfg.stop_at_accuracy is not None and te.accuracy >= cfg.stop_at_accuracy
+        s.epoch, s.batch, s.order = epoch + 1, 0, None
+        s.counters.update(epoch_cost_sum=0.0, epoch_steps=0)
+        self._commit(time.perf_counter() - t0)
+        self.checkpoint()
+        return reached
+
+    # -- the whole run -------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Train to the end (or to the target accuracy, or to a stop request), then write the results."""
+        cfg, s = self.cfg, self.state
+        t0 = time.perf_counter()
+        total = cfg.epochs * self.n_batches
+        bar = tqdm(total=total, initial=min(s.step, total), desc=f"train {self.net.name}", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        status, error = "completed", None
+        try:
+            with stop_on_signals() as stop:
+                while s.epoch <= cfg.epochs:
+                    if not self._train_epoch(stop, bar, t0):
+                        break
+                    if self._end_epoch(bar, t0):
+                        status = "target_reached"
+                        break
+                    if stop.requested:
+                        break
+                if stop.requested:
+                    status = f"stopped ({stop.reason})"
+        except KeyboardInterrupt:
+            status, error = "stopped (KeyboardInterrupt)", "interrupted at once by a second Ctrl-C"
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            try:
+                self._finish(status, error)
+            except Exception as inner:  # never mask the error that stopped the run
+                warnings.warn(f"could not write the results of the failed run: {inner}", RuntimeWarning)
+            raise TrainingFailed(f"training stopped at step {s.step}: {error}") from exc
+        finally:
+            bar.close()
+        return self._finish(status, error)
+
+    def _finish(self, status: str, error: str | None) -> RunResult:
+        s, net = self.state, self.net
+        if status in ("completed", "target_reached"):
+            s.counters["finished"] = status
+        self.checkpoint()
+        last = s.history[-1] if s.history else {}
+        c = s.counters
+        summary = {"status": status, "error": error, "network": net.name, "n_spins": net.n_spins,
+                   "n_couplings": net.n_couplings, "n_parameters": net.n_parameters,
+                   "steps_completed": s.step, "epochs_completed": s.epoch - 1,
+                   "final_train_accuracy": last.get("train_accuracy"),
+                   "final_test_accuracy": last.get("test_accuracy"),
+                   "best_test_accuracy": s.best["test_accuracy"] if s.best else None,
+                   "best_epoch": s.best["epoch"] if s.best else None,
+                   "unconverged_train_relaxations": c["unconverged_train"],
+                   "saturated_samples": c["saturated"], "low_modulation_samples": c["low_modulation"],
+                   "device_retries": c["retries"], "wall_time_s": s.wall_s}
+        if self.out_dir is not None:
+            out = self.out_dir
+            if not c.get("finished"):
+                summary["resume"] = f"xyoptics train --resume {out}"
+            write_json_atomic(out / "summary.json", summary)
+            write_arrays_h5(out / "params.h5", s.params.as_dict(), {"network": net.name, "step": s.step})
+            if s.history:
+                plot_learning_curves(s.history, out / "learning_curves.png")
+            if self.recorder is not None and len(self.recorder):
+                self.recorder.save(out / "diagnostics.h5")
+                render_diagnostics(net, self.recorder.arrays(), out)
+        return RunResult(summary, s.params)
+
+
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMachine | None = None,
-          progress: bool = True, rig=None, calibration: list[dict] | None = None) -> RunResult:
-    """Train with EP as ``cfg`` says; write the run folder if ``out_dir`` is given."""
-    t0 = time.perf_counter()
+          progress: bool = True, resume: bool = False, before_step=None, on_step=None) -> RunResult:
+    """Train with EP as ``cfg`` says, on ``machine`` (default: the digital machine of ``cfg.relax``); write the
+    run folder if ``out_dir`` is given, or continue the run there from its checkpoint with ``resume=True``.
+    Returns when the run completes, reaches ``stop_at_accuracy`` or is stopped by SIGINT / SIGTERM (summary
+    status says which); raises ``TrainingFailed`` after a checkpoint when an error stops it."""
     train_set, test_set, net = prepare(cfg)
-    if machine is not None:
-        net = machine.network
-    else:
+    if machine is None:
         r = cfg.relax
         machine = DigitalXYMachine(net, solver=r.solver, tol=r.tol, max_iter=r.max_iter, dtype=r.dtype)
-    rng_init, rng_shuffle, rng_train, rng_eval, rng_diag = (np.random.default_rng(s)
-                                                            for s in np.random.SeedSequence(cfg.seed).spawn(5))
-    params = net.init_params(rng_init, cfg.init.coupling_std, cfg.init.bias_max)
-    optimizer = build_optimizer(cfg)
-    cost = make_cost(cfg.ep.cost)
-    recorder = DiagnosticsRecorder(params) if cfg.diagnostics else None
-    history: list[dict] = []
-
-    metrics = None
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-        if rig is not None:
-            write_text_atomic(out_dir / "rig.yaml", yaml.safe_dump(rig.model_dump(by_alias=True), sort_keys=False))
-        if calibration is not None:
-            write_json_atomic(out_dir / "calibration.json", [{**r, "path": str(r["path"])} for r in calibration])
-        metrics = JsonlWriter(out_dir / "metrics.jsonl")
-
-    best, last, status = None, None, "completed"
-    unconverged_train = 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {net.name}", unit="epoch", disable=not progress)
-    try:
-        for epoch in bar:
-            costs = []
-            for x, _, targets in train_set.batches(cfg.batch_size, rng_shuffle):
-                est = ep_gradient(machine, params, x, targets, beta=cfg.ep.beta, cost=cost, rng=rng_train,
-                                  variant=cfg.ep.variant, m_init=cfg.ep.m_init)
-                params = optimizer.step(params, est.grad)
-                costs.append(est.cost)
-                unconverged_train += est.n_unconverged
-            if recorder is not None and (epoch % cfg.diagnostics.every == 0 or epoch == cfg.epochs):
-                k = cfg.diagnostics.n_samples
-                recorder.record(epoch, machine, params, test_set.x[:k], test_set.targets[:k], beta=cfg.ep.beta,
-                                cost=cost, rng=rng_diag)
-            if epoch % cfg.eval_every and epoch != cfg.epochs:
-                continue
-            tr = evaluate(machine, params, train_set, cost, rng_eval)
-            te = evaluate(machine, params, test_set, cost, rng_eval)
-            last = {"epoch": epoch, "train_cost": float(np.mean(costs)), "train_accuracy": tr.accuracy,
-                    "test_accuracy": te.accuracy, "test_cost": te.cost,
-                    "unconverged_train": unconverged_train, "unconverged_eval": tr.n_unconverged + te.n_unconverged,
-                    "wall_s": round(time.perf_counter() - t0, 3)}
-            if best is None or te.accuracy > best["test_accuracy"]:
-                best = {"epoch": epoch, "test_accuracy": te.accuracy}
-            bar.set_postfix(cost=f"{last['train_cost']:.3f}", train=f"{tr.accuracy:.2f}", test=f"{te.accuracy:.2f}")
-            history.append(last)
-            if metrics is not None:
-                metrics.write(last)
-            if cfg.stop_at_accuracy is not None and te.accuracy >= cfg.stop_at_accuracy:
-                status = "target_reached"
-                break
-    except KeyboardInterrupt:
-        status = "interrupted"
-    finally:
-        bar.close()
-
-    summary = {"status": status, "network": net.name, "n_spins": net.n_spins, "n_couplings": net.n_couplings,
-               "n_parameters": net.n_parameters, "epochs_completed": last["epoch"] if last else 0,
-               "final_train_accuracy": last["train_accuracy"] if last else None,
-               "final_test_accuracy": last["test_accuracy"] if last else None,
-               "best_test_accuracy": best["test_accuracy"] if best else None,
-               "best_epoch": best["epoch"] if best else None,
-               "unconverged_train_relaxations": unconverged_train,
-               "wall_time_s": round(time.perf_counter() - t0, 3)}
-    if out_dir is not None:
-        write_json_atomic(out_dir / "summary.json", summary)
-        write_arrays_h5(out_dir / "params.h5", params.as_dict(), {"network": net.name})
-        if history:
-            plot_learning_curves(history, out_dir / "learning_curves.png")
-        if recorder is not None and len(recorder):
-            recorder.save(out_dir / "diagnostics.h5")
-            render_diagnostics(net, recorder.arrays(), out_dir)
-    if status == "interrupted":
-        raise KeyboardInterrupt
-    return RunResult(summary, params)
+    trainer = Trainer(cfg, machine, train_set, test_set, Path(out_dir) if out_dir is not None else None,
+                      resume=resume, progress=progress, before_step=before_step, on_step=on_step)
+    return trainer.run()

@@ -4,6 +4,9 @@ It answers the ASCII protocol of ``drivers.shutter.SerialShutter`` (commands end
 ``*IDN?`` -> identity, ``OPEN`` / ``CLOSE`` -> ``OK``, ``STATE?`` -> ``OPEN`` or ``CLOSED``; anything else ->
 ``ERR unknown command``. When a simulated rig named RIG exists (``drivers.xyrig.find_engine``), closing the
 shutter blocks that rig's light.
+
+Fault injection for tests: ``unplug(RIG)`` makes every open line to that shutter fail as a pulled USB cable
+does (``SerialException`` on read and write) until ``replug(RIG)``; the shutter keeps its state meanwhile.
 """
 
 from __future__ import annotations
@@ -14,6 +17,15 @@ import urllib.parse
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
 IDENTITY = "XYOPTICS,SIMULATED-SHUTTER,0,1.0"
+_UNPLUGGED: set[str] = set()
+
+
+def unplug(rig: str) -> None:
+    _UNPLUGGED.add(rig)
+
+
+def replug(rig: str) -> None:
+    _UNPLUGGED.discard(rig)
 
 
 class Serial(SerialBase):
@@ -30,6 +42,8 @@ class Serial(SerialBase):
             raise SerialException("port must be configured before it can be used")
         if self.is_open:
             raise SerialException("port is already open")
+        if self.from_url(self.port) in _UNPLUGGED:
+            raise SerialException(f"{self.port}: no such device")
         self._rig = self.from_url(self.port)
         from drivers.xyrig import find_engine
 
@@ -54,16 +68,20 @@ class Serial(SerialBase):
         with self._lock:
             return len(self._rx)
 
-    def read(self, size=1):
+    def _check_line(self) -> None:
         if not self.is_open:
             raise PortNotOpenError()
+        if self._rig in _UNPLUGGED:
+            raise SerialException(f"xyshutter://{self._rig}: device disconnected")
+
+    def read(self, size=1):
+        self._check_line()
         with self._lock:
             data, self._rx[:] = bytes(self._rx[:size]), self._rx[size:]
         return data
 
     def write(self, data):
-        if not self.is_open:
-            raise PortNotOpenError()
+        self._check_line()
         with self._lock:
             self._tx += bytes(data)
             while b"\r" in self._tx:
