@@ -36,12 +36,13 @@ class LabInstruments:
         self.reconnects = 0
 
     # -- connections ------------------------------------------------------------------------------------
-    def _connect_laser(self) -> None:
+    def _connect_laser(self, switch_on: bool = True) -> None:
         cfg = self.laser_config
         backend = SIMULATED if cfg.backend == "sim" else cfg.backend
         self.laser = LaserController(cfg.resource, cfg.max_power_mw, backend=backend)
-        self.laser.set_power(cfg.power_mw)
-        self.laser.output(True)
+        if switch_on:
+            self.laser.set_power(cfg.power_mw)
+            self.laser.output(True)
 
     def _connect_shutter(self, open_it: bool) -> None:
         self.shutter = SerialShutter(self.shutter_port)
@@ -116,10 +117,18 @@ class LabInstruments:
             report["shutter"] = _safely("close the shutter",
                                         lambda: (self.shutter.close(), "open" if self.shutter.is_open else "closed")[1])
         if self.laser is not None:
-            report["laser_output"] = _safely("switch the laser output off",
-                                             lambda: (self.laser.output(False),
-                                                      "on" if self.laser.output_on else "off")[1])
+            report["laser_output"] = _safely("switch the laser output off", self._laser_off)
         return report
+
+    def _laser_off(self) -> str:
+        try:
+            self.laser.output(False)
+        except LaserError as exc:  # session lost: reconnect just to switch off
+            log.warning("laser not answering (%s); reconnecting to switch it off", exc)
+            _safely("close the stale laser session", self.laser.close)
+            self._connect_laser(switch_on=False)
+            self.laser.output(False)
+        return "on" if self.laser.output_on else "off"
 
     def close(self) -> None:
         """Release the lines (the instruments keep their state)."""

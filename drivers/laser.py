@@ -42,7 +42,7 @@ class LaserController:
             with warnings.catch_warnings():  # an unterminated reply is judged below, not warned about
                 warnings.simplefilter("ignore", UserWarning)
                 reply = self.instrument.query(command).strip()
-        except pyvisa.VisaIOError as exc:
+        except pyvisa.errors.Error as exc:  # a timeout, or a session lost with its cable or controller
             raise LaserError(f"laser did not answer {command!r}: {exc}") from None
         if not reply:
             raise LaserError(f"no answer to {command!r} from {self.instrument.resource_name!r}: is a laser there?")

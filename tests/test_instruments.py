@@ -1,5 +1,7 @@
 """Lab instruments against their simulated twins: the laser over pyvisa (pyvisa-sim YAML)."""
 
+import logging
+
 import pytest
 
 from drivers.laser import SIMULATED, LaserController, LaserError
@@ -20,16 +22,17 @@ def test_laser_identifies_sets_and_reads(laser):
     assert not laser.output_on
 
 
-def test_rig_maximum_is_enforced_before_anything_is_sent(laser, monkeypatch):
+def test_rig_maximum_is_enforced_before_anything_is_sent(laser, caplog):
+    """The simulated instrument's own log (pyvisa-sim, at DEBUG) shows every message it received."""
+    caplog.set_level(logging.DEBUG, logger="pyvisa")
     laser.set_power(10.0)
-    sent = []
-    original = laser.instrument.query
-    monkeypatch.setattr(laser.instrument, "query", lambda cmd: sent.append(cmd) or original(cmd))
     with pytest.raises(LaserError, match="outside \\[0, 100.0\\] mW"):
         laser.set_power(150.0)
     with pytest.raises(LaserError, match="outside"):
         laser.set_power(-1.0)
-    assert sent == []
+    received = [r.getMessage() for r in caplog.records if "Writing into device input buffer" in r.getMessage()]
+    assert any("POW 10.000" in m for m in received)
+    assert not any("150" in m or "-1" in m for m in received)
     assert laser.power_mw == pytest.approx(10.0)
 
 

@@ -35,6 +35,8 @@ class AngleLog:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:
+            for stray in self.folder.glob(".*.tmp"):
+                stray.unlink()
             for _, last, path in _chunks(self.folder):
                 if last > resume_step:
                     path.unlink()

@@ -95,9 +95,10 @@ def _calibration(machine, rig, folder, recorded: list[dict] | None) -> list[dict
 
 def run_session(cfg: TrainConfig | None, out: str | Path, *, machine: str = "digital",
                 calibration: str | Path | None = None, trust=(), progress: bool = True,
-                resume: bool = False) -> RunResult:
+                resume: bool = False, on_step=None) -> RunResult:
     """Train ``cfg`` on ``machine`` ("digital", "simulated" or a rig YAML path) into the run folder ``out``;
-    with ``resume=True`` continue the run in ``out`` with its own config, rig and calibration files."""
+    with ``resume=True`` continue the run in ``out`` with its own config, rig and calibration files.
+    ``on_step(state)`` is called after every completed EP step (live monitoring)."""
     out = Path(out)
     if resume:
         for name in ("session.json", "checkpoint.h5"):
@@ -127,8 +128,8 @@ def run_session(cfg: TrainConfig | None, out: str | Path, *, machine: str = "dig
     session["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume": resume})
     if not optical:
         _start_folder(out, session)
-        return train(cfg, out, progress=progress, resume=resume)
-    return _optical_session(cfg, out, rig, net, session, trust, progress, resume)
+        return train(cfg, out, progress=progress, resume=resume, on_step=on_step)
+    return _optical_session(cfg, out, rig, net, session, trust, progress, resume, on_step)
 
 
 def _start_folder(out: Path, session: dict) -> None:
@@ -137,7 +138,8 @@ def _start_folder(out: Path, session: dict) -> None:
     write_json_atomic(out / "session.json", session)
 
 
-def _optical_session(cfg, out: Path, rig, net, session: dict, trust, progress: bool, resume: bool) -> RunResult:
+def _optical_session(cfg, out: Path, rig, net, session: dict, trust, progress: bool, resume: bool,
+                     on_step) -> RunResult:
     from drivers.instruments import open_instruments
 
     from .rig import open_optical_machine
@@ -159,7 +161,7 @@ def _optical_session(cfg, out: Path, rig, net, session: dict, trust, progress: b
         write_json_atomic(out / "rig_snapshot.json", snapshots)
         try:
             result = train(cfg, out, machine=machine, progress=progress, resume=resume,
-                           before_step=instruments.check)
+                           before_step=instruments.check, on_step=on_step)
         except BaseException:
             _park(instruments, machine, out)
             raise

@@ -117,6 +117,9 @@ class Trainer:
             self.recorder = DiagnosticsRecorder(params) if cfg.diagnostics else None
             self._commit(0.0)
         self.metrics = self.angles = None
+        last = self.state.history[-1] if self.state.history else None
+        self._accuracies = {} if last is None else {"train": f"{last['train_accuracy']:.2f}",
+                                                     "test": f"{last['test_accuracy']:.2f}"}
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
@@ -133,6 +136,8 @@ class Trainer:
         if saved != self.cfg.model_dump(mode="json"):
             raise ConfigError(f"{self.out_dir}: the config differs from the one the run was started with")
         state = load_checkpoint(self.out_dir)
+        for stray in self.out_dir.glob(".*.tmp"):  # left by a process killed while writing
+            stray.unlink()
         if state.counters.get("finished"):
             raise ConfigError(f"{self.out_dir}: the run already ended ({state.counters['finished']})")
         self.optimizer.load_state_dict(state.optimizer)
@@ -218,6 +223,8 @@ class Trainer:
             for k, n in quality.items():
                 c[k] += n
             self._commit(time.perf_counter() - t0)
+            bar.set_postfix({"epoch": f"{s.epoch}/{self.cfg.epochs}", "cost": f"{est.cost:.3f}",
+                             **self._accuracies}, refresh=False)
             bar.update(1)
             if self.on_step is not None:
                 self.on_step(s)
@@ -249,8 +256,7 @@ class Trainer:
             s.history.append(record)
             if s.best is None or te.accuracy > s.best["test_accuracy"]:
                 s.best = {"epoch": epoch, "test_accuracy": te.accuracy}
-            bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", cost=f"{record['train_cost']:.3f}",
-                            train=f"{tr.accuracy:.2f}", test=f"{te.accuracy:.2f}")
+            self._accuracies = {"train": f"{tr.accuracy:.2f}", "test": f"{te.accuracy:.2f}"}
             reached = cfg.stop_at_accuracy is not None and te.accuracy >= cfg.stop_at_accuracy
         s.epoch, s.batch, s.order = epoch + 1, 0, None
         s.counters.update(epoch_cost_sum=0.0, epoch_steps=0)
