@@ -229,3 +229,24 @@ def test_guards_before_any_hardware(tmp_path):
     with pytest.raises(ConfigError, match="no session.json"):
         run_session(None, tmp_path, resume=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_nan_stops_the_run_safely_with_a_checkpoint(tmp_path):
+    from xyoptics.build import prepare
+    from xyoptics.checkpoint import load_checkpoint
+    from xyoptics.data import Dataset
+    from xyoptics.digital import DigitalXYMachine
+    from xyoptics.train import Trainer
+
+    cfg = digital_config(epochs=1, batch_size=15)
+    train_set, test_set, net = prepare(cfg)
+    x = train_set.x.copy()
+    x[40] = np.nan  # one corrupted sample in the third mini-batch of the shuffled epoch or later
+    bad = Dataset(train_set.name, x, train_set.labels, train_set.n_classes, train_set.n_outputs)
+    trainer = Trainer(cfg, DigitalXYMachine(net), bad, test_set, tmp_path, progress=False)
+    with pytest.raises(TrainingFailed, match="not finite|non-finite|NaN"):
+        trainer.run()
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["status"] == "failed" and summary["steps_completed"] == load_checkpoint(tmp_path).step
+    assert steps_logged(tmp_path) == list(range(1, summary["steps_completed"] + 1))
+    assert np.all(np.isfinite(read_arrays_h5(tmp_path / "params.h5")["w"]))
