@@ -38,7 +38,8 @@ def test_train_writes_run_folder(tmp_path, capsys, arch):
     assert summary["final_test_accuracy"] == lines[-1]["test_accuracy"]
     assert summary["status"] == "completed" and summary["wall_time_s"] > 0
     assert set(read_arrays_h5(out / "params.h5")) == {"w", "h", "psi"}
-    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("learning_curves.png", "couplings.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "run folder" in capsys.readouterr().out
 
 

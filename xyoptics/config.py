@@ -120,6 +120,9 @@ class SessionConfig(Strict):
     retry_wait_s: float = Field(default=1.0, ge=0)
     min_free_disk_mb: float = Field(default=100.0, ge=0)
 
+    def angles_logged(self, optical: bool) -> bool:
+        return optical if self.log_angles is None else self.log_angles
+
 
 class TrainConfig(Strict):
     """One training run: task, architecture, EP and relaxation settings, optimiser, schedule, seed."""

@@ -114,7 +114,7 @@ def run_session(cfg: TrainConfig | None, out: str | Path, *, machine: str = "dig
                    "trust": list(trust), "sessions": []}
     train_set, _, net = prepare(cfg)
     optical = machine != "digital"
-    log_angles = optical if cfg.session.log_angles is None else cfg.session.log_angles
+    log_angles = cfg.session.angles_logged(optical)
     check_disk_space(out, estimate_run_bytes(cfg, len(train_set), net, log_angles), cfg.session.min_free_disk_mb)
     rig = None
     if optical:

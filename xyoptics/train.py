@@ -3,8 +3,9 @@
 A run folder holds ``config.yaml`` (the validated config); ``metrics.jsonl`` (one JSON line per EP step,
 ``"kind": "step"``, and per evaluation, ``"kind": "eval"``); ``checkpoint.h5`` (checkpoint.py);
 ``angles/`` (anglelog.py, when angle logging is on); ``summary.json`` (status, final and best accuracies,
-wall time, convergence and readout-quality counts); ``params.h5`` (final parameters); ``learning_curves.png``,
-and with diagnostics switched on ``diagnostics.h5`` plus PNG maps of the last snapshot.
+wall time, convergence and readout-quality counts); ``params.h5`` (final parameters); ``learning_curves.png``
+and ``couplings.png`` (|W| per bond on the network's geometry), and with diagnostics switched on
+``diagnostics.h5`` plus PNG maps of the last snapshot (response maps, |W|, |dW|).
 
 A run stops at a step boundary on SIGINT / SIGTERM (status "stopped") and on any error (status "failed", the
 error re-raised) after writing a checkpoint; ``train(..., resume=True)`` continues from it. On a machine that
@@ -33,12 +34,12 @@ from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .costs import make_cost, predict
 from .data import Dataset
-from .diagnostics import DiagnosticsRecorder
+from .diagnostics import DiagnosticsRecorder, bond_maps
 from .digital import DigitalXYMachine
 from .ep import EPEstimate, ep_gradient
 from .machine import DeviceFault, XYMachine
 from .network import Params
-from .plots import plot_learning_curves, render_diagnostics
+from .plots import plot_bond_map, plot_learning_curves, render_diagnostics
 from .runio import JsonlWriter, write_arrays_h5, write_json_atomic, write_text_atomic
 from .stopping import stop_on_signals
 
@@ -105,9 +106,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg)
         self.cost = make_cost(cfg.ep.cost)
         self.n_batches = math.ceil(len(train_set) / cfg.batch_size)
-        log_angles = cfg.session.log_angles
-        if log_angles is None:
-            log_angles = not isinstance(machine, DigitalXYMachine)
+        log_angles = cfg.session.angles_logged(optical=not isinstance(machine, DigitalXYMachine))
         if resume:
             self.state = self._restore()
         else:
@@ -323,6 +322,8 @@ class Trainer:
             write_arrays_h5(out / "params.h5", s.params.as_dict(), {"network": net.name, "step": s.step})
             if s.history:
                 plot_learning_curves(s.history, out / "learning_curves.png")
+            plot_bond_map(net, bond_maps(net, s.params)["abs_w"], out / "couplings.png",
+                          f"{net.name}: coupling strength after step {s.step}", label=r"$|W_b|$")
             if self.recorder is not None and len(self.recorder):
                 self.recorder.save(out / "diagnostics.h5")
                 render_diagnostics(net, self.recorder.arrays(), out)
