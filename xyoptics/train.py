@@ -107,6 +107,7 @@ class Trainer:
         self.cost = make_cost(cfg.ep.cost)
         self.n_batches = math.ceil(len(train_set) / cfg.batch_size)
         log_angles = cfg.session.angles_logged(optical=not isinstance(machine, DigitalXYMachine))
+        self._wall_base = 0.0  # wall time of earlier sessions of this run (s)
         if resume:
             self.state = self._restore()
         else:
@@ -158,7 +159,7 @@ class Trainer:
         s.rngs = {name: rng.bit_generator.state for name, rng in self.rngs.items()}
         s.machine = self.machine.state_dict() if hasattr(self.machine, "state_dict") else None
         s.diagnostics = self.recorder.state_dict() if self.recorder is not None else None
-        s.wall_s = round(getattr(self, "_wall_base", 0.0) + elapsed, 3)
+        s.wall_s = round(self._wall_base + elapsed, 3)
 
     def checkpoint(self) -> None:
         """Angles of the committed steps first, then the checkpoint that covers them."""
@@ -209,7 +210,7 @@ class Trainer:
             quality = _quality_counts(est)
             record = {"kind": "step", "step": s.step + 1, "epoch": s.epoch, "batch": s.batch + 1,
                       "cost": est.cost, "unconverged": est.n_unconverged, **quality, "retries": retries,
-                      "wall_s": round(time.perf_counter() - t0, 3)}
+                      "wall_s": round(self._wall_base + time.perf_counter() - t0, 3)}
             self._log(record)
             if self.angles is not None:
                 self.angles.add(s.step + 1, samples, est)
@@ -250,7 +251,7 @@ class Trainer:
                       "train_accuracy": tr.accuracy, "test_accuracy": te.accuracy, "test_cost": te.cost,
                       "unconverged_train": s.counters["unconverged_train"],
                       "unconverged_eval": tr.n_unconverged + te.n_unconverged,
-                      "wall_s": round(time.perf_counter() - t0, 3)}
+                      "wall_s": round(self._wall_base + time.perf_counter() - t0, 3)}
             self._log(record)
             s.history.append(record)
             if s.best is None or te.accuracy > s.best["test_accuracy"]:
