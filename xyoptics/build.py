@@ -7,6 +7,7 @@ import dataclasses
 from . import architectures
 from .config import ConfigError, TrainConfig
 from .data import Dataset, load_task
+from .digital import DigitalXYMachine
 from .network import XYNetwork
 from .optim import OPTIMIZERS, Optimizer
 
@@ -47,3 +48,9 @@ def prepare(cfg: TrainConfig) -> tuple[Dataset, Dataset, XYNetwork]:
     if cfg.relax.structured:
         net = dataclasses.replace(net, structured=True)
     return train_set, test_set, net
+
+
+def digital_machine(cfg: TrainConfig, net: XYNetwork) -> DigitalXYMachine:
+    """The digital machine with the config's relaxation settings."""
+    r = cfg.relax
+    return DigitalXYMachine(net, solver=r.solver, tol=r.tol, max_iter=r.max_iter, dtype=r.dtype)

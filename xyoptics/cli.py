@@ -1,5 +1,5 @@
 """Command line: ``xyoptics train CONFIG.yaml [--machine digital|simulated|RIG.yaml] [--out RUN_DIR]``,
-``xyoptics train --resume RUN_DIR``,
+``xyoptics train --resume RUN_DIR``, ``xyoptics study NAME CONFIG --out DIR``,
 ``xyoptics rig check RIG.yaml``, ``xyoptics data fetch mnist --dest DIR``, ``xyoptics --version``."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, load_config
+from .studies import STUDIES
 
 
 def _train(args) -> int:
@@ -44,6 +45,12 @@ def _train(args) -> int:
         print(f"stopped safely; continue with: xyoptics train --resume {out}", file=sys.stderr)
         return 130
     return 0
+
+
+def _study(args) -> int:
+    from .studies.common import run_main
+
+    return run_main(args.name, args.rest)
 
 
 def _fetch(args) -> int:
@@ -119,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("rig", help="rig config (YAML), or 'simulated'")
     c.add_argument("--trust", action="append", default=[], metavar="MODULE")
     c.set_defaults(func=_rig_check)
+    study = sub.add_parser("study", help="reproduce a finding of the seed paper (table, JSON and figures)",
+                           add_help=False)
+    study.add_argument("name", choices=STUDIES)
+    study.add_argument("rest", nargs=argparse.REMAINDER, help="CONFIG --out DIR [--smoke] [--workers N] [--quiet]")
+    study.set_defaults(func=_study)
     data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
     f = data.add_parser("fetch", help="download and verify a data set")
     f.add_argument("dataset", choices=["mnist"])

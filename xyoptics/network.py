@@ -11,7 +11,7 @@ layers). Input spins are clamped: their force is zero and they carry no bias.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp

@@ -29,7 +29,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .anglelog import AngleLog
-from .build import build_network, build_optimizer, prepare  # noqa: F401  (the public way to build a run)
+from .build import build_network, build_optimizer, digital_machine, prepare  # noqa: F401  (public API)
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .costs import make_cost, predict
@@ -339,8 +339,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMac
     status says which); raises ``TrainingFailed`` after a checkpoint when an error stops it."""
     train_set, test_set, net = prepare(cfg)
     if machine is None:
-        r = cfg.relax
-        machine = DigitalXYMachine(net, solver=r.solver, tol=r.tol, max_iter=r.max_iter, dtype=r.dtype)
+        machine = digital_machine(cfg, net)
     trainer = Trainer(cfg, machine, train_set, test_set, Path(out_dir) if out_dir is not None else None,
                       resume=resume, progress=progress, before_step=before_step, on_step=on_step)
     return trainer.run()

@@ -1,0 +1,111 @@
+"""Smoke versions of the studies in xyoptics.studies (the shipped configs reduced by ``Config.smoke()``):
+each writes results.json, table.md and its PNG figures, prints its table, and reports sane numbers;
+a typo in a study config is rejected before any work starts."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xyoptics.config import ConfigError, load_yaml_model
+from xyoptics.studies import STUDIES, common, iris_size, regions, xor_success
+
+CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "studies"
+
+
+def smoke(module):
+    return load_yaml_model(CONFIGS / f"{module.NAME}.yaml", module.Config).smoke()
+
+
+def written(out: Path, results: dict) -> dict:
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["study"] == results["study"] and on_disk["table"] == results["table"]
+    assert (out / "table.md").read_text().strip() == results["table"]
+    for name in results["figures"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return on_disk
+
+
+def test_xor_success_smoke(tmp_path, capsys):
+    cfg = smoke(xor_success)
+    res = xor_success.run(cfg, tmp_path, progress=False)
+    on_disk = written(tmp_path, res)
+    assert "| architecture |" in capsys.readouterr().out
+    assert len(res["runs"]) == cfg.seeds * len(cfg.architectures)
+    for row in on_disk["summary"]:
+        assert 0 <= row["success_rate"] <= 1 and row["n_seeds"] == cfg.seeds
+        assert row["ci95"][0] <= row["success_rate"] <= row["ci95"][1]
+        assert row["successes"] <= row["reached"]  # the success test is stricter than reaching 100 % once
+    skip = [r for r in on_disk["summary"] if r["architecture"].get("skip_length")]
+    assert len(skip) >= 3 and len({r["n_couplings"] for r in skip}) == 1  # fixed number of extra bonds
+
+
+def test_regions_smoke(tmp_path, capsys):
+    cfg = smoke(regions)
+    res = regions.run(cfg, tmp_path, progress=False)
+    written(tmp_path, res)
+    assert "affected % by nudge response" in capsys.readouterr().out
+    assert [s["step"] for s in res["runs"][0]["snapshots"]] == cfg.snapshots
+    frac = res["fractions"]
+    assert frac["all"]["n_seeds"] == cfg.seeds == frac["trained"]["n_seeds"] + frac["not_trained"]["n_seeds"]
+    for key in ("affected_nudge_response", "affected_input_sensitivity", "accuracy"):
+        vals = np.asarray(frac["all"][key]["per_seed"])
+        assert vals.shape == (cfg.seeds, len(cfg.snapshots)) and np.all((vals >= 0) & (vals <= 1))
+    first = res["runs"][0]["snapshots"]
+    assert np.all(np.asarray(first[0]["abs_dw_since_start"]) == 0)  # step 0 is the initial parameters
+    assert np.any(np.asarray(first[-1]["abs_dw_since_start"]) > 0)
+    assert all(s["nudge_response"][i] == 0 for s in first for i in res["input_sites"])
+
+
+def test_iris_size_smoke(tmp_path, capsys):
+    cfg = smoke(iris_size)
+    res = iris_size.run(cfg, tmp_path, progress=False)
+    written(tmp_path, res)
+    assert "| lattice |" in capsys.readouterr().out
+    assert [r["n_sites"] for r in res["summary"]] == [a.rows * a.cols for a in cfg.lattices]
+    for row in res["summary"]:
+        acc = row["final_test_accuracy"]
+        assert 0 <= acc["min"] <= acc["mean"] <= acc["max"] <= 1 and acc["std"] >= 0
+
+
+@pytest.mark.parametrize("name", [s for s in STUDIES if s != "mnist_local"])
+def test_shipped_configs_validate(name):
+    module = {"xor_success": xor_success, "regions": regions, "iris_size": iris_size}[name]
+    cfg = load_yaml_model(CONFIGS / f"{name}.yaml", module.Config)
+    assert cfg.seeds >= {"xor_success": 50, "regions": 1, "iris_size": 5}[name]
+
+
+def test_typos_are_rejected(tmp_path):
+    good = (CONFIGS / "xor_success.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    for wrong in [good.replace("strict_starts:", "strict_start:"),            # study field
+                  good.replace("stop_at_accuracy:", "stop_at_acuracy:"),      # training field
+                  good.replace("task: xor", "task: iris"),                    # wrong task for the study
+                  good.replace("skip_length: 4, n_skip: 10", "skip_length: 4, n_skip: 8")]:  # bond count varies
+        bad.write_text(wrong)
+        with pytest.raises(ConfigError):
+            load_yaml_model(bad, xor_success.Config)
+    bad.write_text((CONFIGS / "regions.yaml").read_text().replace("epochs: 1000", "epochs: 500"))
+    with pytest.raises(ConfigError, match="beyond"):
+        load_yaml_model(bad, regions.Config)
+
+
+def test_cli_and_parallel_runs_match(tmp_path):
+    """--workers 2 (a spawn pool) gives the same per-seed results as one process."""
+    cfg = smoke(iris_size)
+    one = iris_size.run(cfg, tmp_path / "one", progress=False)
+    assert xor_success.main([str(CONFIGS / "iris_size.yaml"), "--out", str(tmp_path / "x")]) == 2  # wrong study
+    assert iris_size.main([str(CONFIGS / "iris_size.yaml"), "--out", str(tmp_path / "two"), "--smoke",
+                           "--workers", "2", "--quiet"]) == 0
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in one["runs"]]
+    assert strip == [{k: v for k, v in r.items() if k != "wall_s"} for r in two["runs"]]
+
+
+def test_wilson_interval():
+    assert common.wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = common.wilson_interval(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    lo, hi = common.wilson_interval(50, 50)
+    assert hi == 1.0 and lo == pytest.approx(0.9287, abs=1e-4)

@@ -1,0 +1,15 @@
+"""Studies of the seed paper's findings (Wang, Wanjura & Marquardt, arXiv 2601.21945), each runnable as
+``xyoptics study <name> CONFIG --out DIR [--smoke] [--workers N]``.
+
+* ``xor_success``: XOR success rate over seeds for all-to-all, plain lattices and lattices with skip connections
+  of several lengths (fixed number of extra bonds).
+* ``regions``: how "affected" and "marginal" regions of a lattice form during XOR training.
+* ``iris_size``: Iris test accuracy against the size of a square lattice.
+* ``mnist_local``: MNIST with locally connected and CNN-like hidden layers against a dense layered baseline.
+
+Each study module defines ``Config`` (pydantic, unknown keys rejected, with a ``smoke()`` reduction),
+``run(cfg, out_dir, progress=True, workers=1) -> dict`` (writes ``results.json``, ``table.md`` and PNG figures)
+and ``main(argv)``. ``common.run_main(name, argv)`` is the shared command line.
+"""
+
+STUDIES = ("xor_success", "regions", "iris_size", "mnist_local")
