@@ -34,6 +34,7 @@ class LabInstruments:
         self.laser: LaserController | None = None
         self.shutter: SerialShutter | None = None
         self.reconnects = 0
+        self.parked: dict | None = None  # the read-back of the last park()
 
     # -- connections ------------------------------------------------------------------------------------
     def _connect_laser(self, switch_on: bool = True) -> None:
@@ -118,6 +119,7 @@ class LabInstruments:
                                         lambda: (self.shutter.close(), "open" if self.shutter.is_open else "closed")[1])
         if self.laser is not None:
             report["laser_output"] = _safely("switch the laser output off", self._laser_off)
+        self.parked = report
         return report
 
     def _laser_off(self) -> str:
@@ -140,13 +142,15 @@ class LabInstruments:
 
 @contextmanager
 def open_instruments(laser=None, shutter: str | None = None):
-    """Open the instruments (``LabInstruments.open``) and yield them; park and release them on any exit."""
+    """Open the instruments (``LabInstruments.open``) and yield them; on any exit park them (unless the block
+    already did) and release them."""
     instruments = LabInstruments(laser, shutter)
     try:
         instruments.open()
         yield instruments
     finally:
-        instruments.park()
+        if instruments.parked is None:
+            instruments.park()
         instruments.close()
 
 

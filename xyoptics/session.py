@@ -25,11 +25,11 @@ from pathlib import Path
 
 import yaml
 
-from .build import prepare
+from .build import digital_machine, prepare
 from .config import ConfigError, TrainConfig, load_config
 from .network import XYNetwork
 from .runio import read_json, write_json_atomic, write_text_atomic
-from .train import RunResult, train
+from .train import RunResult, Trainer
 
 ANGLE_BYTES = 4  # float32 per logged angle
 
@@ -112,7 +112,7 @@ def run_session(cfg: TrainConfig | None, out: str | Path, *, machine: str = "dig
             raise ConfigError(f"{out} already holds a run; resume it with --resume or choose another --out")
         session = {"machine": machine, "calibration": str(calibration) if calibration else None,
                    "trust": list(trust), "sessions": []}
-    train_set, _, net = prepare(cfg)
+    train_set, test_set, net = prepare(cfg)
     optical = machine != "digital"
     log_angles = cfg.session.angles_logged(optical)
     check_disk_space(out, estimate_run_bytes(cfg, len(train_set), net, log_angles), cfg.session.min_free_disk_mb)
@@ -126,10 +126,15 @@ def run_session(cfg: TrainConfig | None, out: str | Path, *, machine: str = "dig
         rig = load_rig(out / "rig.yaml") if resume else (simulated_rig() if machine == "simulated"
                                                           else load_rig(machine))
     session["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume": resume})
+
+    def fit(xy_machine, before_step=None) -> RunResult:
+        return Trainer(cfg, xy_machine, train_set, test_set, out, resume=resume, progress=progress,
+                       before_step=before_step, on_step=on_step).run()
+
     if not optical:
         _start_folder(out, session)
-        return train(cfg, out, progress=progress, resume=resume, on_step=on_step)
-    return _optical_session(cfg, out, rig, net, session, trust, progress, resume, on_step)
+        return fit(digital_machine(cfg, net))
+    return _optical_session(out, rig, net, session, trust, resume, fit)
 
 
 def _start_folder(out: Path, session: dict) -> None:
@@ -138,8 +143,7 @@ def _start_folder(out: Path, session: dict) -> None:
     write_json_atomic(out / "session.json", session)
 
 
-def _optical_session(cfg, out: Path, rig, net, session: dict, trust, progress: bool, resume: bool,
-                     on_step) -> RunResult:
+def _optical_session(out: Path, rig, net, session: dict, trust, resume: bool, fit) -> RunResult:
     from drivers.instruments import open_instruments
 
     from .rig import open_optical_machine
@@ -160,8 +164,7 @@ def _optical_session(cfg, out: Path, rig, net, session: dict, trust, progress: b
         snapshots.append({"rig": rig.name, **_device_snapshot(machine), **instruments.snapshot()})
         write_json_atomic(out / "rig_snapshot.json", snapshots)
         try:
-            result = train(cfg, out, machine=machine, progress=progress, resume=resume,
-                           before_step=instruments.check, on_step=on_step)
+            result = fit(machine, before_step=instruments.check)
         except BaseException:
             _park(instruments, machine, out)
             raise

@@ -115,6 +115,7 @@ class Trainer:
             self.state = TrainState(params, self.optimizer.state_dict(), {}, counters=dict.fromkeys(COUNTERS, 0))
             self.state.counters.update(epoch_cost_sum=0.0, epoch_steps=0)
             self.recorder = DiagnosticsRecorder(params) if cfg.diagnostics else None
+            self._commit_diagnostics()
             self._commit(0.0)
         self.metrics = self.angles = None
         last = self.state.history[-1] if self.state.history else None
@@ -158,8 +159,11 @@ class Trainer:
         s.optimizer = self.optimizer.state_dict()
         s.rngs = {name: rng.bit_generator.state for name, rng in self.rngs.items()}
         s.machine = self.machine.state_dict() if hasattr(self.machine, "state_dict") else None
-        s.diagnostics = self.recorder.state_dict() if self.recorder is not None else None
         s.wall_s = round(self._wall_base + elapsed, 3)
+
+    def _commit_diagnostics(self) -> None:
+        """The recorder changes only when it records, at an epoch's end, so it is captured with that boundary."""
+        self.state.diagnostics = self.recorder.state_dict() if self.recorder is not None else None
 
     def checkpoint(self) -> None:
         """Angles of the committed steps first, then the checkpoint that covers them."""
@@ -260,6 +264,7 @@ class Trainer:
             reached = cfg.stop_at_accuracy is not None and te.accuracy >= cfg.stop_at_accuracy
         s.epoch, s.batch, s.order = epoch + 1, 0, None
         s.counters.update(epoch_cost_sum=0.0, epoch_steps=0)
+        self._commit_diagnostics()
         self._commit(time.perf_counter() - t0)
         self.checkpoint()
         return reached

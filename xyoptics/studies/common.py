@@ -129,13 +129,14 @@ def train_and_recheck(cfg: TrainConfig, split: str, starts: int, rng: np.random.
     ``Evaluation`` over all samples x starts."""
     from ..build import digital_machine, prepare
     from ..costs import make_cost
-    from ..train import evaluate, train
+    from ..train import Trainer, evaluate
 
-    result = train(cfg, None, progress=False)
     train_set, test_set, net = prepare(cfg)
+    machine = digital_machine(cfg, net)
+    result = Trainer(cfg, machine, train_set, test_set, None, progress=False).run()
     data = train_set if split == "train" else test_set
     repeated = data.subset(np.tile(np.arange(len(data)), starts))
-    return result, evaluate(digital_machine(cfg, net), result.params, repeated, make_cost(cfg.ep.cost), rng,
+    return result, evaluate(machine, result.params, repeated, make_cost(cfg.ep.cost), rng,
                             batch_size=len(repeated))
 
 
