@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xyoptics.architectures import LocalLayer, local_layers, square_lattice
-from xyoptics.network import Params
-from xyoptics.relax import build_landscape, minimise
+from xyoptics.core.architectures import LocalLayer, local_layers, square_lattice
+from xyoptics.core.network import Params
+from xyoptics.core.relax import build_landscape, minimise
 
 
 def best_of(fn, repeats: int) -> float:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xyoptics.architectures import all_to_all
-from xyoptics.network import Params
-from xyoptics.relax import build_landscape, minimise
+from xyoptics.core.architectures import all_to_all
+from xyoptics.core.network import Params
+from xyoptics.core.relax import build_landscape, minimise
 
 
 def problem(n: int, batch: int, dtype, seed: int = 0):

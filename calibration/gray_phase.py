@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xyoptics.readout import phase_shifting, pool_spots
+from xyoptics.hil.readout import phase_shifting, pool_spots
 
 from .session import CalibrationFailed, RigSession
 from .spots import MIN_MODULATION

@@ -2,7 +2,7 @@
 ``camera.get_image``, so every procedure runs unchanged on real hardware.
 
 The session lays out the rig's whole routing (every bond tile, and per spin a bias, clamp and nudge tile) with
-``xyoptics.layout.Layout``, and offers: show tile settings and wait the settle time; clamp every spin to given
+``xyoptics.hil.layout.Layout``, and offers: show tile settings and wait the settle time; clamp every spin to given
 phases (injection locking); grab frames; phase-shifting frame stacks with the reference piston stepped.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from xyoptics.clock import RealClock
-from xyoptics.layout import Calibration, Layout, LayoutConfig, RigTopology
-from xyoptics.network import XYNetwork
+from xyoptics.hil.clock import RealClock
+from xyoptics.hil.layout import Calibration, Layout, LayoutConfig, RigTopology
+from xyoptics.core.network import XYNetwork
 
 
 class CalibrationFailed(RuntimeError):

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from xyoptics.readout import phase_shifting, pool_spots, wrap
+from xyoptics.core.angles import wrap
+from xyoptics.hil.readout import phase_shifting, pool_spots
 
 from .session import RigSession
 

@@ -1,6 +1,8 @@
-"""Devices behind xyoptics' interfaces: slmsuite SLM and Camera subclasses (including the simulated optical XY
-rig), construction of slmsuite devices from a rig configuration, and lab instruments (laser over pyvisa, shutter
-over pyserial) with simulated twins. Depends on ``xyoptics``; ``xyoptics`` core never imports it.
+"""Devices behind xyoptics' interfaces: the simulated optical XY rig as slmsuite ``SLM`` and ``Camera`` subclasses
+(``simulated_rig``) over one physics engine (``xyrig``), and lab instruments with simulated twins: the laser over
+pyvisa (``laser``, pyvisa-sim YAML in ``sim/``), the beam shutter over pyserial (``shutter``, URL handler in
+``serial_handlers``) and the session's checks of both (``instruments``).
 
-Empty until the hardware-in-the-loop issue lands.
+Layer 2: uses ``xyoptics.core`` and ``xyoptics.hil``; the physics core and the optical machine never import it.
+A vendor SLM or camera needs no code here: slmsuite's own drivers are named in the rig file.
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 
-from xyoptics.machine import DeviceFault
+from xyoptics.core.machine import DeviceFault
 
 from .laser import SIMULATED, LaserController, LaserError
 from .shutter import SerialShutter, ShutterError
@@ -26,7 +26,7 @@ class InstrumentFault(DeviceFault):
 
 
 class LabInstruments:
-    """``laser``: an ``xyoptics.rig.LaserConfig`` (or None); ``shutter``: a serial port / pyserial URL (or
+    """``laser``: an ``xyoptics.hil.rig.LaserConfig`` (or None); ``shutter``: a serial port / pyserial URL (or
     None). Nothing is contacted until ``open()``."""
 
     def __init__(self, laser=None, shutter: str | None = None):

@@ -13,8 +13,8 @@ import numpy as np
 from slmsuite.hardware.cameras.camera import Camera
 from slmsuite.hardware.slms.slm import SLM
 
-from xyoptics.clock import RealClock, VirtualClock
-from xyoptics.layout import LayoutConfig, RigTopology
+from xyoptics.hil.clock import RealClock, VirtualClock
+from xyoptics.hil.layout import LayoutConfig, RigTopology
 
 from .xyrig import Imperfections, XYRigEngine
 

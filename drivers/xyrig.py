@@ -4,7 +4,7 @@ Its only input is the integer image an SLM displays; its only output the camera 
 
 * SLM: gray level g (of 2^bits) becomes phase sign * 2 pi f(g / 2^bits) with a hidden, slightly nonlinear
   f(x) = x + a sin(2 pi x) / (2 pi); the new image takes effect ``settle_time_s`` after the write.
-* Tiles (see ``xyoptics.layout``): each tile's first diffraction order, plus crosstalk chi times its four
+* Tiles (see ``xyoptics.hil.layout``): each tile's first diffraction order, plus crosstalk chi times its four
   neighbours' orders, times a hidden per-tile gain, sets the physical couplings W_b = G eta cos(arg) and the
   injected fields (bias, clamp, nudge) G eta e^{i arg} on each spin.
 * Spins relax (overdamped) to a minimum of E = -sum W cos(phi_i - phi_j) - sum |F_i| cos(phi_i - arg F_i),
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from xyoptics.clock import VirtualClock
-from xyoptics.config import Strict
-from xyoptics.layout import Layout, LayoutConfig, RigTopology, nominal_spot_centres
-from xyoptics.network import Params, XYNetwork
-from xyoptics.relax import build_landscape, minimise
+from xyoptics.hil.clock import VirtualClock
+from xyoptics.core.schema import Strict
+from xyoptics.hil.layout import Layout, LayoutConfig, RigTopology, nominal_spot_centres
+from xyoptics.core.network import Params, XYNetwork
+from xyoptics.core.relax import build_landscape, minimise
 
 import weakref
 

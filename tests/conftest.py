@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from xyoptics import architectures
-from xyoptics.network import Params
+from xyoptics.core import architectures
+from xyoptics.core.network import Params
 
 
 def random_params(net, rng, dtype=np.float64):

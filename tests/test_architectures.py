@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from xyoptics.architectures import LocalLayer, local_layers, square_lattice
-from xyoptics.network import Params
-from xyoptics.relax import build_landscape
+from xyoptics.core.architectures import LocalLayer, local_layers, square_lattice
+from xyoptics.core.network import Params
+from xyoptics.core.relax import build_landscape
 
 from conftest import random_params
 

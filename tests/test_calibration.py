@@ -20,10 +20,10 @@ from calibration.spots import (measure_path_offsets, measure_spot_map, path_offs
 from calibration.timing import measure_settle_time, settle_truth_error
 from calibration.transfer import measure_transfer, transfer_truth_error
 from drivers.simulated_rig import RigCamera, RigSLM
-from xyoptics.architectures import square_lattice
+from xyoptics.core.architectures import square_lattice
 from xyoptics.cli import main
-from xyoptics.layout import Calibration, Layout, LayoutConfig, RigTopology
-from xyoptics.rig import simulated_rig
+from xyoptics.hil.layout import Calibration, Layout, LayoutConfig, RigTopology
+from xyoptics.hil.rig import simulated_rig
 
 ROOT = Path(__file__).resolve().parents[1]
 logging.getLogger("slmsuite").setLevel(logging.WARNING)

@@ -10,7 +10,7 @@ import yaml
 
 from xyoptics import __version__
 from xyoptics.cli import main
-from xyoptics.runio import read_arrays_h5
+from xyoptics.core.files import read_arrays_h5
 
 ROOT = Path(__file__).resolve().parents[1]
 

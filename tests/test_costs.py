@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from xyoptics.costs import CosineCost, LogCosineCost, make_cost, predict, targets_for
+from xyoptics.core.costs import CosineCost, LogCosineCost, make_cost, predict, targets_for
 
 
 @pytest.mark.parametrize("cost", [LogCosineCost(), LogCosineCost(eps=0.0), CosineCost()])

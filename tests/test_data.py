@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xyoptics import idx
-from xyoptics.data import Dataset, digits, iris, load_task, mnist, stratified_choice
-from xyoptics.idx import ChecksumError, IDXError, fetch_mnist, find_mnist_dir, read_idx, write_idx
+from xyoptics.data import idx
+from xyoptics.data.datasets import Dataset, digits, iris, load_task, mnist, stratified_choice
+from xyoptics.data.idx import ChecksumError, IDXError, fetch_mnist, find_mnist_dir, read_idx, write_idx
 
 HALF_PI = np.pi / 2
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"

@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from xyoptics.devices import DeviceError, DeviceSpec, check_rig_devices, describe, open_devices
+from xyoptics.hil.devices import DeviceError, DeviceSpec, check_rig_devices, describe, open_devices
 
 SLM_CLS = "slmsuite.hardware.slms.simulated.SimulatedSLM"
 CAM_CLS = "slmsuite.hardware.cameras.simulated.SimulatedCamera"

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from xyoptics import architectures
-from xyoptics.architectures import LocalLayer
-from xyoptics.costs import LogCosineCost, targets_for
-from xyoptics.diagnostics import (DiagnosticsRecorder, bond_maps, input_sensitivity, nudge_response,
+from xyoptics.core import architectures
+from xyoptics.core.architectures import LocalLayer
+from xyoptics.core.costs import LogCosineCost, targets_for
+from xyoptics.analysis.diagnostics import (DiagnosticsRecorder, bond_maps, input_sensitivity, nudge_response,
                                   wrap_angle)
-from xyoptics.digital import DigitalXYMachine
-from xyoptics.machine import Nudge
-from xyoptics.plots import plot_bond_map, plot_learning_curves, plot_site_map, render_diagnostics
-from xyoptics.runio import read_arrays_h5
+from xyoptics.core.digital import DigitalXYMachine
+from xyoptics.core.machine import Nudge
+from xyoptics.analysis.plots import plot_bond_map, plot_learning_curves, plot_site_map, render_diagnostics
+from xyoptics.core.files import read_arrays_h5
 
 from conftest import random_params
 

@@ -6,7 +6,7 @@ it stood at 92.4 %. Deterministic for a fixed seed with one BLAS thread."""
 from pathlib import Path
 
 from xyoptics.config import load_config
-from xyoptics.train import train
+from xyoptics.lab.trainer import train
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "digits_all_to_all.yaml"
 

@@ -6,11 +6,11 @@ phase from the same start each time (float64, tolerance 1e-12)."""
 import numpy as np
 import pytest
 
-from xyoptics import architectures
-from xyoptics.costs import CosineCost, LogCosineCost, targets_for
-from xyoptics.digital import DigitalXYMachine
-from xyoptics.ep import ep_gradient
-from xyoptics.network import Params
+from xyoptics.core import architectures
+from xyoptics.core.costs import CosineCost, LogCosineCost, targets_for
+from xyoptics.core.digital import DigitalXYMachine
+from xyoptics.core.ep import ep_gradient
+from xyoptics.core.network import Params
 
 from conftest import random_params
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from xyoptics.config import load_config
-from xyoptics.idx import find_mnist_dir
-from xyoptics.train import prepare
+from xyoptics.data.idx import find_mnist_dir
+from xyoptics.lab.trainer import prepare
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
 

@@ -49,7 +49,7 @@ def test_instrument_side_refusal_and_bad_resources():
 def test_session_instruments_are_left_safe_even_on_error():
     from drivers.instruments import open_instruments
     from drivers.shutter import SerialShutter
-    from xyoptics.rig import LaserConfig
+    from xyoptics.hil.rig import LaserConfig
 
     config = LaserConfig(resource="ASRL1::INSTR", backend="sim", power_mw=50.0, max_power_mw=100.0)
     with LaserController("ASRL1::INSTR", max_power_mw=100.0, backend=SIMULATED) as observer:  # keeps sim state
@@ -64,7 +64,7 @@ def test_session_instruments_are_left_safe_even_on_error():
 def test_laser_config_refuses_power_above_the_rig_limit():
     from pydantic import ValidationError
 
-    from xyoptics.rig import LaserConfig
+    from xyoptics.hil.rig import LaserConfig
 
     with pytest.raises(ValidationError, match="exceeds max_power_mw"):
         LaserConfig(resource="ASRL1::INSTR", power_mw=150.0, max_power_mw=100.0)

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from xyoptics import architectures
-from xyoptics.costs import LogCosineCost, targets_for
-from xyoptics.digital import DigitalXYMachine
-from xyoptics.machine import Nudge, XYMachine
+from xyoptics.core import architectures
+from xyoptics.core.costs import LogCosineCost, targets_for
+from xyoptics.core.digital import DigitalXYMachine
+from xyoptics.core.machine import Nudge, XYMachine
 
 from conftest import random_params
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from xyoptics import architectures
-from xyoptics import operators
-from xyoptics.network import Params
+from xyoptics.core import architectures
+from xyoptics.core import operators
+from xyoptics.core.network import Params
 
 H = 1e-6
 

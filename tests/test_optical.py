@@ -10,16 +10,16 @@ import yaml
 
 from drivers.simulated_rig import RigCamera, RigSLM
 from drivers.xyrig import Imperfections
-from xyoptics.architectures import square_lattice
+from xyoptics.core.architectures import square_lattice
 from xyoptics.cli import main
-from xyoptics.devices import DeviceError
-from xyoptics.costs import CosineCost, LogCosineCost
-from xyoptics.digital import DigitalXYMachine
-from xyoptics.layout import Layout, LayoutConfig, RigTopology
-from xyoptics.machine import Nudge
-from xyoptics.optical import OpticalXYMachine
-from xyoptics.readout import wrap
-from xyoptics.rig import load_rig, open_optical_machine, simulated_rig
+from xyoptics.hil.devices import DeviceError
+from xyoptics.core.costs import CosineCost, LogCosineCost
+from xyoptics.core.digital import DigitalXYMachine
+from xyoptics.hil.layout import Layout, LayoutConfig, RigTopology
+from xyoptics.core.machine import Nudge
+from xyoptics.hil.optical import OpticalXYMachine
+from xyoptics.core.angles import wrap
+from xyoptics.hil.rig import load_rig, open_optical_machine, simulated_rig
 
 ROOT = Path(__file__).resolve().parents[1]
 logging.getLogger("slmsuite").setLevel(logging.WARNING)

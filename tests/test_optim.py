@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from xyoptics.network import Params
-from xyoptics.optim import SGD, Adam, Momentum
+from xyoptics.core.network import Params
+from xyoptics.core.optim import SGD, Adam, Momentum
 
 
 def P(w, h=0.0, psi=0.0):

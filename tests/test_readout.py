@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from xyoptics import readout
-from xyoptics.readout import (expected_phase_noise, five_step, fix_gauge, four_step, off_axis, phase_shifting,
+from xyoptics.core.angles import wrap
+from xyoptics.hil import readout
+from xyoptics.hil.readout import (expected_phase_noise, five_step, fix_gauge, four_step, off_axis, phase_shifting,
                               pool_spots, spot_values, three_step)
 
 
@@ -174,7 +175,7 @@ def test_bad_input_raises():
 
 
 def test_wrap_and_gauge():
-    w = readout.wrap(np.array([np.pi, -np.pi, 3 * np.pi, 0.0, -1e-20, 2 * np.pi + 0.1]))
+    w = wrap(np.array([np.pi, -np.pi, 3 * np.pi, 0.0, -1e-20, 2 * np.pi + 0.1]))
     np.testing.assert_allclose(w, [np.pi, np.pi, np.pi, 0.0, -1e-20, 0.1], atol=1e-12)
     theta = np.array([[0.1, 0.5, 3.0], [1.0, 1.4, -2.3]])
     shifted = fix_gauge(theta + 1.7)

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from xyoptics import architectures
-from xyoptics.costs import CosineCost, LogCosineCost
-from xyoptics.network import Params
-from xyoptics.relax import build_landscape, minimise
+from xyoptics.core import architectures
+from xyoptics.core.costs import CosineCost, LogCosineCost
+from xyoptics.core.network import Params
+from xyoptics.core.relax import build_landscape, minimise
 
 from conftest import random_params
 

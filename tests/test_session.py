@@ -13,11 +13,11 @@ import yaml
 
 from drivers.serial_handlers import protocol_xyshutter
 from drivers.xyrig import find_engine
-from xyoptics.anglelog import read_angles
+from xyoptics.lab.anglelog import read_angles
 from xyoptics.config import ConfigError, TrainConfig
-from xyoptics.runio import read_arrays_h5, read_json
-from xyoptics.session import check_disk_space, run_session
-from xyoptics.train import TrainingFailed
+from xyoptics.core.files import read_arrays_h5, read_json
+from xyoptics.lab.session import check_disk_space, run_session
+from xyoptics.lab.trainer import TrainingFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 RIG = "simulated-xy-rig"
@@ -163,7 +163,7 @@ def test_laser_session_lost_is_reconnected(tmp_path, caplog):
 KILL_WHILE_CHECKPOINTING = """
 import os, signal, sys, h5py
 from xyoptics.config import load_config
-from xyoptics.session import run_session
+from xyoptics.lab.session import run_session
 original = h5py.Group.create_dataset
 count = {"checkpoints": 0}
 def create_dataset(self, name, *args, **kwargs):
@@ -232,11 +232,11 @@ def test_guards_before_any_hardware(tmp_path):
 
 
 def test_a_nan_stops_the_run_safely_with_a_checkpoint(tmp_path):
-    from xyoptics.build import prepare
-    from xyoptics.checkpoint import load_checkpoint
-    from xyoptics.data import Dataset
-    from xyoptics.digital import DigitalXYMachine
-    from xyoptics.train import Trainer
+    from xyoptics.lab.build import prepare
+    from xyoptics.lab.checkpoint import load_checkpoint
+    from xyoptics.data.datasets import Dataset
+    from xyoptics.core.digital import DigitalXYMachine
+    from xyoptics.lab.trainer import Trainer
 
     cfg = digital_config(epochs=1, batch_size=15)
     train_set, test_set, net = prepare(cfg)

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from xyoptics.config import load_config
-from xyoptics.costs import LogCosineCost
-from xyoptics.data import xor
-from xyoptics.digital import DigitalXYMachine
-from xyoptics.train import build_network, evaluate, train
+from xyoptics.core.costs import LogCosineCost
+from xyoptics.data.datasets import xor
+from xyoptics.core.digital import DigitalXYMachine
+from xyoptics.lab.trainer import build_network, evaluate, train
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "xor_all_to_all.yaml"
 SEEDS = range(20)

@@ -16,8 +16,8 @@ from .studies import STUDIES
 
 
 def _train(args) -> int:
-    from .session import run_session
-    from .train import TrainingFailed
+    from .lab.session import run_session
+    from .lab.trainer import TrainingFailed
 
     if args.resume:
         if args.config or args.out:
@@ -56,7 +56,7 @@ def _study(args) -> int:
 def _fetch(args) -> int:
     from urllib.error import URLError
 
-    from .idx import DEFAULT_MIRROR, ChecksumError, fetch_mnist
+    from .data.idx import DEFAULT_MIRROR, ChecksumError, fetch_mnist
 
     try:
         dest = fetch_mnist(args.dest, base_url=args.base_url or DEFAULT_MIRROR)
@@ -69,14 +69,14 @@ def _fetch(args) -> int:
 
 def _calibrate(args) -> int:
     from calibration.runner import run_calibration
-    from .rig import load_rig, simulated_rig
+    from .hil.rig import load_rig, simulated_rig
 
     rig = simulated_rig() if args.rig == "simulated" else load_rig(args.rig)
     net = None
     if rig.topology == "network":
         if not args.config:
             raise ConfigError(f"rig {rig.name!r} is built for a network (topology: network): give --config")
-        from .train import prepare
+        from .lab.trainer import prepare
         _, _, net = prepare(load_config(args.config))
     report = run_calibration(rig, net, args.out, only=args.only, trusted=args.trust, progress=not args.quiet)
     print(json.dumps(report, indent=2))
@@ -84,8 +84,8 @@ def _calibrate(args) -> int:
 
 
 def _rig_check(args) -> int:
-    from .devices import DeviceError
-    from .rig import check_rig, load_rig, simulated_rig
+    from .hil.devices import DeviceError
+    from .hil.rig import check_rig, load_rig, simulated_rig
 
     rig = simulated_rig() if args.rig == "simulated" else load_rig(args.rig)
     try:

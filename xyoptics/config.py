@@ -1,6 +1,7 @@
 """Training configuration: a YAML file validated by pydantic before any work starts.
 
-Unknown keys are errors, so a typo never silently falls back to a default.
+Unknown keys are errors, so a typo never silently falls back to a default; a bad value raises ``ConfigError``
+naming its field (``core.schema``).
 """
 
 from __future__ import annotations
@@ -8,12 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from .core.schema import ConfigError, Strict, load_yaml_model  # ConfigError: what load_config raises
 
 
 class AllToAllConfig(Strict):
@@ -152,36 +150,6 @@ class TrainConfig(Strict):
         if self.eval_every > self.epochs:
             raise ValueError(f"eval_every ({self.eval_every}) exceeds epochs ({self.epochs})")
         return self
-
-
-class ConfigError(ValueError):
-    """A configuration file that cannot be used; the message names the offending field."""
-
-
-def describe(err: ValidationError) -> str:
-    """One line per problem: 'field.path: message'."""
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {loc}: {e['msg']}")
-    return "\n".join(lines)
-
-
-def load_yaml_model(path: str | Path, model: type[BaseModel], what: str = "config"):
-    """Read a YAML mapping and validate it as ``model``; raises ConfigError naming every bad field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid {what} {path}:\n{describe(exc)}") from None
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -1,7 +1,7 @@
 """Iris test accuracy against the size of a square lattice.
 
 Measured: for each lattice in ``lattices`` (4 inputs spread along row 0, 3 outputs along the last row) and each
-seed, a run of ``xyoptics.train.train`` with the config's ``train`` settings. The seed sets the initial
+seed, a run of ``xyoptics.lab.trainer.train`` with the config's ``train`` settings. The seed sets the initial
 parameters, the training order and the stratified 105 / 45 train / test split of the 150 flowers.
 
 * **final test accuracy** (the headline number): the trained parameters classify the 45 test flowers, each relaxed
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..build import prepare
+from ..lab.build import prepare
 from ..config import SquareLatticeConfig
 from . import common
 

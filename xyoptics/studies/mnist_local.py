@@ -1,6 +1,6 @@
 """MNIST with local hidden layers against a dense layered baseline: accuracy, couplings and time per epoch.
 
-Measured: each network in ``networks`` is trained by one resumable training session (``xyoptics.session``) in
+Measured: each network in ``networks`` is trained by one resumable training session (``xyoptics.lab.session``) in
 ``OUT/<name>/`` on the MNIST training subset the ``train`` settings name (offline: train5k, 500 images per
 digit) and evaluated on the official 10k test set, every sample relaxed from one fresh random start (as in
 training). A finished run folder is reused and a stopped one resumed, so the study can be interrupted at any
@@ -22,8 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import ConfigError
-from ..runio import read_json
-from ..session import run_session
+from ..core.files import read_json
+from ..lab.session import run_session
 from . import common
 
 NAME = "mnist_local"

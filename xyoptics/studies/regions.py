@@ -3,7 +3,7 @@
 Measured, at the optimizer steps listed in ``snapshots`` (step 0 = the initial parameters), for each seed:
 
 * nudge response r_i = < |wrap(phi^beta_i - phi^0_i)| > (rad) and input sensitivity s_i (rad per rad of input),
-  from ``xyoptics.diagnostics``, averaged over the training patterns each relaxed from ``repeats`` fresh random
+  from ``xyoptics.analysis.diagnostics``, averaged over the training patterns each relaxed from ``repeats`` fresh random
   starts (beta and cost as in training);
 * |W_b| for every bond, and |W_b - W_b(step 0)|;
 * the accuracy on the same patterns x ``repeats`` random starts.
@@ -14,7 +14,7 @@ and **marginal** otherwise; likewise for the input sensitivity. The fractions ar
 mean +- std over seeds. The relative threshold makes the fractions independent of the overall response scale
 (which grows with beta); its value (default 0.1) is a choice, not a result.
 
-How the snapshots are taken: the training loop (``xyoptics.train.Trainer``) calls back after every optimizer
+How the snapshots are taken: the training loop (``xyoptics.lab.trainer.Trainer``) calls back after every optimizer
 step with its committed state; at a scheduled step the maps are measured on that state's parameters with the
 study's own generator, so training itself is unchanged. Step 0 is measured on the initial parameters before
 the first step.
@@ -32,11 +32,11 @@ from matplotlib.colors import Normalize
 from pydantic import Field, model_validator
 
 from ..config import SquareLatticeConfig
-from ..costs import make_cost
-from ..diagnostics import bond_maps, input_sensitivity, nudge_response
-from ..digital import DigitalXYMachine
-from ..network import Params
-from ..train import Trainer, evaluate, prepare
+from ..core.costs import make_cost
+from ..analysis.diagnostics import bond_maps, input_sensitivity, nudge_response
+from ..core.digital import DigitalXYMachine
+from ..core.network import Params
+from ..lab.trainer import Trainer, evaluate, prepare
 from . import common
 
 NAME = "regions"

@@ -2,7 +2,7 @@
 
 Measured: for every architecture, the fraction of seeds whose trained network classifies all four XOR patterns.
 
-Protocol per seed (as ``tests/test_xor.py``): train with ``xyoptics.train.train`` on the config's ``train``
+Protocol per seed (as ``tests/test_xor.py``): train with ``xyoptics.lab.trainer.train`` on the config's ``train``
 settings (by default at most 1000 full-batch steps, an evaluation every 25 steps from one random start per
 pattern, stopping at the first evaluation that gets all four right). Then the **success test**: the four patterns
 are relaxed from ``strict_starts`` (default 10) fresh uniform random starts each, all in one batch, and the seed
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..build import prepare
+from ..lab.build import prepare
 from ..config import ArchitectureConfig
 from . import common
 

@@ -13,7 +13,7 @@ are wrapped to (-pi, pi] before taking magnitudes, wrap(d) = pi - ((pi - d) mod 
 * bond maps (dimensionless couplings): |W_b| and |W_b - W_b(previous)| per physical bond b.
 
 Both site maps are zero on the clamped inputs. ``DiagnosticsRecorder`` stacks snapshots during training and
-writes them to HDF5 (``runio.write_arrays_h5``); ``plots.render_diagnostics`` draws them.
+writes them to HDF5 (``core.files.write_arrays_h5``); ``plots.render_diagnostics`` draws them.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .costs import Cost
-from .machine import Nudge, XYMachine
-from .network import Params, XYNetwork
-from .readout import wrap
-from .runio import write_arrays_h5
+from ..core.costs import Cost
+from ..core.machine import Nudge, XYMachine
+from ..core.network import Params, XYNetwork
+from ..core.angles import wrap
+from ..core.files import write_arrays_h5
 
 SITE_MAPS = ("nudge_response", "input_sensitivity")
 BOND_MAPS = ("abs_w", "abs_dw")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .ep import EPEstimate
-from .runio import read_arrays_h5, write_arrays_h5
+from ..core.ep import EPEstimate
+from ..core.files import read_arrays_h5, write_arrays_h5
 
 CHUNK = re.compile(r"steps-(\d+)-(\d+)\.h5$")
 

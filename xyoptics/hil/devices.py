@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from pydantic import ConfigDict, Field, field_validator
 
-from xyoptics.config import Strict
+from ..core.schema import Strict
 
 log = logging.getLogger(__name__)
 

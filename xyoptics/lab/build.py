@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import architectures
-from .config import ConfigError, TrainConfig
-from .data import Dataset, load_task
-from .digital import DigitalXYMachine
-from .network import XYNetwork
-from .optim import OPTIMIZERS, Optimizer
+from ..core import architectures
+from ..config import ConfigError, TrainConfig
+from ..data.datasets import Dataset, load_task
+from ..core.digital import DigitalXYMachine
+from ..core.network import XYNetwork
+from ..core.optim import OPTIMIZERS, Optimizer
 
 
 def build_network(cfg: TrainConfig, data: Dataset) -> XYNetwork:

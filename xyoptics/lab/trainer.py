@@ -31,16 +31,16 @@ from tqdm.auto import tqdm
 from .anglelog import AngleLog
 from .build import build_network, build_optimizer, digital_machine, prepare  # noqa: F401  (public API)
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
-from .config import ConfigError, TrainConfig
-from .costs import make_cost, predict
-from .data import Dataset
-from .diagnostics import DiagnosticsRecorder, bond_maps
-from .digital import DigitalXYMachine
-from .ep import EPEstimate, ep_gradient
-from .machine import DeviceFault, XYMachine
-from .network import Params
-from .plots import plot_bond_map, plot_learning_curves, render_diagnostics
-from .runio import JsonlWriter, write_arrays_h5, write_json_atomic, write_text_atomic
+from ..config import ConfigError, TrainConfig
+from ..core.costs import make_cost, predict
+from ..data.datasets import Dataset
+from ..analysis.diagnostics import DiagnosticsRecorder, bond_maps
+from ..core.digital import DigitalXYMachine
+from ..core.ep import EPEstimate, ep_gradient
+from ..core.machine import DeviceFault, XYMachine
+from ..core.network import Params
+from ..analysis.plots import plot_bond_map, plot_learning_curves, render_diagnostics
+from ..core.files import JsonlWriter, write_arrays_h5, write_json_atomic, write_text_atomic
 from .stopping import stop_on_signals
 
 RNG_NAMES = ("init", "shuffle", "train", "eval", "diag")

@@ -200,7 +200,7 @@ def find_mnist_dir(path: str | os.PathLike | None = None) -> Path:
             if found is None:
                 raise FileNotFoundError(f"no MNIST files in {given} (from {source}); {how}")
             return found
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     looked = [repo.parent / "shared" / "data" / "mnist", repo / "shared" / "data" / "mnist"]
     for candidate in looked:
         found = _mnist_in(candidate)

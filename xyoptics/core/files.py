@@ -1,4 +1,4 @@
-"""Run-folder files written so that a crash never leaves a half-written file behind.
+"""Files written so that a crash never leaves a half-written file behind (run folders, calibration reports).
 
 Whole files go to a temporary sibling first and are moved into place with an atomic ``os.replace``, so a
 process killed mid-write leaves the previous version intact (and at most a stray ``.NAME.*.tmp``);

@@ -9,7 +9,7 @@ Tasks (``load_task(name, seed=0, **options)`` returns ``(train, test)``):
 * ``iris``: 150 flowers, 4 features min-max scaled over the whole set, seeded stratified split.
 * ``digits``: scikit-learn's 8x8 digits (values 0..16, theta = v/16 * pi - pi/2); protocol "2024" (Wang et al.
   2024): per class, in data set order, images 0..99 train and 100..169 test; or "random", a seeded stratified split.
-* ``mnist``: 28x28 digits from IDX files (theta = pixel/255 * pi - pi/2, 784 inputs), see ``xyoptics.idx``.
+* ``mnist``: 28x28 digits from IDX files (theta = pixel/255 * pi - pi/2, 784 inputs), see ``xyoptics.data.idx``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .costs import targets_for
+from ..core.costs import targets_for
 from .idx import MNIST_SPLITS, find_mnist_dir, mnist_file, read_idx
 
 
@@ -167,7 +167,7 @@ def _read_mnist_split(directory, split: str, n: int | None, rng: np.random.Gener
 
 def mnist(path=None, train: str = "auto", n_train: int | None = None, n_test: int | None = None,
           seed: int = 0) -> tuple[Dataset, Dataset]:
-    """MNIST from the folder ``xyoptics.idx.find_mnist_dir(path)`` finds; theta = pixel/255 * pi - pi/2,
+    """MNIST from the folder ``xyoptics.data.idx.find_mnist_dir(path)`` finds; theta = pixel/255 * pi - pi/2,
     flattened to 784 inputs; 10 outputs.
 
     ``train``: "full" (the 60,000-image files), "train5k" (the offline subset, 500 per digit) or "auto" (full if

@@ -23,15 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.angles import wrap
+
 MAX_COND = 1e10  # largest accepted condition number of the 3x3 normal matrix
 QUALITY_EPS = 1e-12  # intensity units, keeps quality finite for exact (N = 3 or noiseless) fits
 CONTRIB_REL = 1e-3  # relative weight above which a pixel counts as part of a spot (saturation flags)
-
-
-def wrap(theta):
-    """Wrap angles (radians) to (-pi, pi]."""
-    w = np.pi - np.mod(np.pi - np.asarray(theta, dtype=float), 2 * np.pi)
-    return np.where(w <= -np.pi, w + 2 * np.pi, w)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy.spatial import cKDTree
 
-from .network import XYNetwork
+from ..core.network import XYNetwork
 
 DPI = 120
 MAX_UNDERLAY_BONDS = 20000  # site maps draw the bonds as a faint underlay up to this many

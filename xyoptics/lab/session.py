@@ -26,10 +26,10 @@ from pathlib import Path
 import yaml
 
 from .build import digital_machine, prepare
-from .config import ConfigError, TrainConfig, load_config
-from .network import XYNetwork
-from .runio import read_json, write_json_atomic, write_text_atomic
-from .train import RunResult, Trainer
+from ..config import ConfigError, TrainConfig, load_config
+from ..core.network import XYNetwork
+from ..core.files import read_json, write_json_atomic, write_text_atomic
+from .trainer import RunResult, Trainer
 
 ANGLE_BYTES = 4  # float32 per logged angle
 
@@ -118,7 +118,7 @@ def run_session(cfg: TrainConfig | None, out: str | Path, *, machine: str = "dig
     check_disk_space(out, estimate_run_bytes(cfg, len(train_set), net, log_angles), cfg.session.min_free_disk_mb)
     rig = None
     if optical:
-        from .rig import load_rig, simulated_rig
+        from ..hil.rig import load_rig, simulated_rig
 
         if cfg.ep.cost != "cosine":
             raise ConfigError("ep.cost: an optical machine nudges with an injected field, which realises "
@@ -146,7 +146,7 @@ def _start_folder(out: Path, session: dict) -> None:
 def _optical_session(out: Path, rig, net, session: dict, trust, resume: bool, fit) -> RunResult:
     from drivers.instruments import open_instruments
 
-    from .rig import open_optical_machine
+    from ..hil.rig import open_optical_machine
 
     with ExitStack() as stack:
         instruments = stack.enter_context(open_instruments(rig.laser, rig.shutter))

@@ -27,11 +27,12 @@ from __future__ import annotations
 import numpy as np
 
 from .clock import RealClock
-from .costs import CosineCost
+from ..core.costs import CosineCost
 from .layout import Calibration, Layout, LayoutConfig, RigTopology
-from .machine import DeviceFault, Equilibrium, Nudge, check_inputs
-from .network import Params, XYNetwork
-from .readout import off_axis, phase_shifting, pool_spots, spot_values, wrap
+from ..core.machine import DeviceFault, Equilibrium, Nudge, check_inputs
+from ..core.network import Params, XYNetwork
+from ..core.angles import wrap
+from .readout import off_axis, phase_shifting, pool_spots, spot_values
 
 READOUTS = ("phase_shifting", "off_axis")
 
