@@ -23,8 +23,9 @@ demo: $(VENV)/.installed
 	$(BIN)/xyoptics train experiments/xor_lattice_skip_rig.yaml --machine simulated \
 		--calibration runs/demo-calibration --out runs/demo
 
+# One BLAS thread per process; pytest-xdist runs one worker per core (tests that share a fixture stay together).
 test: $(VENV)/.installed-test
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 bench: $(VENV)/.installed
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/relax.py --out benchmarks/results/relax.json

@@ -14,6 +14,8 @@ from xyoptics.core.network import Params
 
 from conftest import random_params
 
+pytestmark = pytest.mark.xdist_group("ep_exact")  # one worker computes the exact gradients once
+
 TOL = 1e-12
 
 
@@ -54,7 +56,7 @@ def flat(p: Params) -> np.ndarray:
     return np.concatenate([p.w, p.h, p.psi])
 
 
-@pytest.fixture(scope="module", params=["log_cosine", "cosine"])
+@pytest.fixture(scope="session", params=["log_cosine", "cosine"])
 def case(request):
     cost = LogCosineCost() if request.param == "log_cosine" else CosineCost()
     args = problem(cost)

@@ -58,11 +58,19 @@ def test_regions_smoke(tmp_path, capsys):
     assert all(s["nudge_response"][i] == 0 for s in first for i in res["input_sites"])
 
 
-def test_iris_size_smoke(tmp_path, capsys):
+@pytest.fixture(scope="session")
+def iris_smoke(tmp_path_factory):
+    """One in-process smoke run of iris_size, shared by the two tests that read it."""
+    out = tmp_path_factory.mktemp("iris_smoke")
+    return out, iris_size.run(smoke(iris_size), out, progress=False)
+
+
+@pytest.mark.xdist_group("iris_smoke")
+def test_iris_size_smoke(iris_smoke):
+    out, res = iris_smoke
     cfg = smoke(iris_size)
-    res = iris_size.run(cfg, tmp_path, progress=False)
-    written(tmp_path, res)
-    assert "| lattice |" in capsys.readouterr().out
+    written(out, res)
+    assert "| lattice |" in (out / "table.md").read_text()
     assert [r["n_sites"] for r in res["summary"]] == [a.rows * a.cols for a in cfg.lattices]
     for row in res["summary"]:
         acc = row["final_test_accuracy"]
@@ -91,10 +99,10 @@ def test_typos_are_rejected(tmp_path):
         load_yaml_model(bad, regions.Config)
 
 
-def test_cli_and_parallel_runs_match(tmp_path):
+@pytest.mark.xdist_group("iris_smoke")
+def test_cli_and_parallel_runs_match(iris_smoke, tmp_path):
     """--workers 2 (a spawn pool) gives the same per-seed results as one process."""
-    cfg = smoke(iris_size)
-    one = iris_size.run(cfg, tmp_path / "one", progress=False)
+    one = iris_smoke[1]
     assert xor_success.main([str(CONFIGS / "iris_size.yaml"), "--out", str(tmp_path / "x")]) == 2  # wrong study
     assert iris_size.main([str(CONFIGS / "iris_size.yaml"), "--out", str(tmp_path / "two"), "--smoke",
                            "--workers", "2", "--quiet"]) == 0

@@ -17,10 +17,10 @@ from xyoptics.core.digital import DigitalXYMachine
 from xyoptics.lab.trainer import build_network, evaluate, train
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "xor_all_to_all.yaml"
-SEEDS = range(20)
+SEEDS = range(10)
 
 
-def test_xor_success_rate_over_20_seeds():
+def test_xor_success_rate_over_10_seeds():
     base = load_config(CONFIG)
     cfg = base.model_copy(update={"epochs": 1000, "eval_every": 25, "stop_at_accuracy": 1.0})
     data = xor()

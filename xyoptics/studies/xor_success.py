@@ -54,8 +54,8 @@ class Config(common.StudyConfig):
         return self
 
     def smoke(self) -> Config:
-        """Two seeds, 30 steps, 3 starts in the success test."""
-        train = common.merged(self.train, epochs=30, eval_every=10)
+        """Two seeds, 10 steps, 3 starts in the success test."""
+        train = common.merged(self.train, epochs=10, eval_every=5)
         return Config.model_validate({**self.model_dump(), "seeds": 2, "strict_starts": 3, "train": train})
 
 
