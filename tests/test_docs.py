@@ -38,3 +38,18 @@ def test_example_runs(page, index, block, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     exec(compile(block, f"{page.name}[python block {index}]", "exec"), {"__name__": f"example_{index}"})
     assert capsys.readouterr().out.strip()
+
+
+def test_docstring_examples_run():
+    """Docstrings with ``>>>`` examples are doctests of the modules that hold them."""
+    import doctest
+    import importlib
+
+    holders = [p for pkg in ("xyoptics", "drivers", "calibration") for p in (ROOT / pkg).rglob("*.py")
+               if ">>>" in p.read_text()]
+    assert holders
+    for path in holders:
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        module = importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted and not result.failed, f"{path}: {result}"

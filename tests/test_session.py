@@ -55,6 +55,21 @@ def assert_same_params(a: Path, b: Path):
         np.testing.assert_array_equal(pa[name], pb[name])
 
 
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """Uninterrupted runs, one per (config, machine), computed once and shared by the tests that compare a
+    stopped-and-resumed run with them (runs are deterministic, so sharing changes nothing they check)."""
+    runs = {}
+
+    def run(cfg: TrainConfig, machine: str = "digital"):
+        key = (cfg.model_dump_json(), machine)
+        if key not in runs:
+            folder = tmp_path_factory.mktemp("full")
+            runs[key] = folder, run_session(cfg, folder, machine=machine, progress=False)
+        return runs[key]
+    return run
+
+
 def signal_at(step: int, signum=signal.SIGINT):
     def hook(state):
         if state.step == step:
@@ -62,10 +77,11 @@ def signal_at(step: int, signum=signal.SIGINT):
     return hook
 
 
+@pytest.mark.xdist_group("reference")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_digital_stop_mid_epoch_and_resume_is_exact(tmp_path, signum):
+def test_digital_stop_mid_epoch_and_resume_is_exact(tmp_path, signum, reference):
     cfg = digital_config()
-    full = run_session(cfg, tmp_path / "full", progress=False)
+    full_dir, full = reference(cfg)
     assert full.summary["status"] == "completed"
     stopped = run_session(cfg, tmp_path / "run", progress=False, on_step=signal_at(4, signum))
     assert stopped.summary["status"] == f"stopped ({signal.Signals(signum).name})"
@@ -73,28 +89,29 @@ def test_digital_stop_mid_epoch_and_resume_is_exact(tmp_path, signum):
     resumed = run_session(None, tmp_path / "run", progress=False, resume=True)
     assert resumed.summary["status"] == "completed"
     assert resumed.summary["steps_completed"] == full.summary["steps_completed"]
-    assert_same_params(tmp_path / "full", tmp_path / "run")
-    assert without_times(tmp_path / "run") == without_times(tmp_path / "full")  # nothing lost or repeated
+    assert_same_params(full_dir, tmp_path / "run")
+    assert without_times(tmp_path / "run") == without_times(full_dir)  # nothing lost or repeated
     assert len(read_json(tmp_path / "run" / "session.json")["sessions"]) == 2
     with pytest.raises(ConfigError, match="already ended"):
         run_session(None, tmp_path / "run", progress=False, resume=True)
 
 
-def test_simulated_rig_stop_resume_is_exact_and_parks_hardware(tmp_path):
+@pytest.mark.xdist_group("reference")
+def test_simulated_rig_stop_resume_is_exact_and_parks_hardware(tmp_path, reference):
     cfg = rig_config()
-    full = run_session(cfg, tmp_path / "full", machine="simulated", progress=False)
+    full_dir, full = reference(cfg, "simulated")
     assert full.summary["status"] == "completed"
     assert full.summary["hardware_parked"] == {"shutter": "closed", "laser_output": "off", "slm": "blank"}
     stopped = run_session(cfg, tmp_path / "run", machine="simulated", progress=False, on_step=signal_at(3))
     assert stopped.summary["status"] == "stopped (SIGINT)" and stopped.summary["steps_completed"] == 3
     assert read_json(tmp_path / "run" / "summary.json")["hardware_parked"]["shutter"] == "closed"
     run_session(None, tmp_path / "run", progress=False, resume=True)
-    assert_same_params(tmp_path / "full", tmp_path / "run")
-    assert without_times(tmp_path / "run") == without_times(tmp_path / "full")
+    assert_same_params(full_dir, tmp_path / "run")
+    assert without_times(tmp_path / "run") == without_times(full_dir)
     # angles of every step, each once, on by default for an optical machine
     angles = read_angles(tmp_path / "run" / "angles")
     assert sorted(set(angles["step"])) == list(range(1, 7)) and len(angles["step"]) == 12
-    np.testing.assert_array_equal(angles["free"], read_angles(tmp_path / "full" / "angles")["free"])
+    np.testing.assert_array_equal(angles["free"], read_angles(full_dir / "angles")["free"])
     snapshots = read_json(tmp_path / "run" / "rig_snapshot.json")
     assert len(snapshots) == 2 and snapshots[0]["laser"]["identity"].startswith("XYOPTICS,SIMULATED-LASER")
     assert snapshots[0]["shutter"]["open"] and snapshots[0]["slm"]["bitdepth"] == 8
@@ -178,7 +195,8 @@ run_session(load_config(sys.argv[1]), sys.argv[2], progress=False)
 """
 
 
-def test_run_killed_while_writing_a_checkpoint_still_resumes(tmp_path):
+@pytest.mark.xdist_group("reference")
+def test_run_killed_while_writing_a_checkpoint_still_resumes(tmp_path, reference):
     cfg = digital_config(session={"checkpoint_every": 2})
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
@@ -189,13 +207,14 @@ def test_run_killed_while_writing_a_checkpoint_still_resumes(tmp_path):
     assert list(run.glob(".checkpoint.h5.*.tmp"))  # the half-written file it left behind
     run_session(None, run, progress=False, resume=True)
     assert not list(run.glob(".*.tmp"))
-    run_session(cfg, tmp_path / "full", progress=False)
-    assert_same_params(tmp_path / "full", run)
-    assert without_times(run) == without_times(tmp_path / "full")
+    full_dir = reference(digital_config())[0]  # checkpointing every 3 steps instead of 2 changes no result
+    assert_same_params(full_dir, run)
+    assert without_times(run) == without_times(full_dir)
 
 
-def test_cli_sigterm_then_resume(tmp_path):
-    cfg = rig_config(epochs=4)
+@pytest.mark.xdist_group("reference")
+def test_cli_sigterm_then_resume(tmp_path, reference):
+    cfg = rig_config()
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     run = tmp_path / "run"
@@ -211,13 +230,12 @@ def test_cli_sigterm_then_resume(tmp_path):
     assert proc.returncode == 130, err
     assert "SIGTERM: stopping after the current step" in err and "--resume" in err
     summary = read_json(run / "summary.json")
-    assert summary["status"] == "stopped (SIGTERM)" and summary["steps_completed"] < 8
+    assert summary["status"] == "stopped (SIGTERM)" and summary["steps_completed"] < 6
     assert summary["hardware_parked"] == {"shutter": "closed", "laser_output": "off", "slm": "blank"}
     from xyoptics.cli import main
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
-    assert steps_logged(run) == list(range(1, 9))
-    run_session(cfg, tmp_path / "full", machine="simulated", progress=False)
-    assert_same_params(tmp_path / "full", run)
+    assert steps_logged(run) == list(range(1, 7))
+    assert_same_params(reference(cfg, "simulated")[0], run)
 
 
 def test_guards_before_any_hardware(tmp_path):

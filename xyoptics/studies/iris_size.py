@@ -42,10 +42,10 @@ class Config(common.StudyConfig):
         return self
 
     def smoke(self) -> Config:
-        """The first two lattices, two seeds, three epochs, two starts per test flower."""
+        """The first two lattices, two seeds, two epochs, two starts per test flower."""
         d = self.model_dump()
         d.update(seeds=2, eval_starts=2, lattices=d["lattices"][:2],
-                 train=common.merged(self.train, epochs=3, eval_every=3))
+                 train=common.merged(self.train, epochs=2, eval_every=2))
         return Config.model_validate(d)
 
 
