@@ -12,6 +12,12 @@ from xyoptics.core import architectures
 from xyoptics.core.network import Params
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked ``slow`` run first, so that on several workers (pytest-xdist) the long ones overlap and the
+    short ones fill the end instead of one worker finishing a long test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def random_params(net, rng, dtype=np.float64):
     return Params(rng.normal(0, 0.8, net.n_coupling_params), rng.uniform(0, 1, net.n_spins),
                   rng.uniform(-np.pi, np.pi, net.n_spins)).astype(dtype)

@@ -95,6 +95,7 @@ def test_gray_phase_lookup_table_against_hidden_truth():
     assert 0.9 < quality["range_2pi"] <= 1.0 and np.all(np.diff(table["gamma"]) > 0)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("calibrated")
 def test_transfer_over_the_range_against_hidden_truth(calibrated):
     """Encode every bond, bias and nudge tile at efficiencies across the range with and without the calibration
@@ -140,6 +141,7 @@ def test_procedures_fail_cleanly_without_light(procedure):
         procedure(session(light=False))
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("calibrated")
 def test_runner_stores_reports_and_meets_the_accuracy_targets(calibrated, tmp_path):
     shutil.copytree(calibrated[0], tmp_path / "ok")
@@ -176,6 +178,7 @@ def test_runner_reports_a_failed_procedure(tmp_path, monkeypatch):
     assert report["results"]["path_offsets"]["status"] == "skipped"
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("calibrated")
 def test_cli_calibrate_then_train_records_the_files_used(calibrated, tmp_path, capsys):
     cfg = yaml.safe_load((ROOT / "experiments" / "xor_lattice_skip_rig.yaml").read_text())

@@ -6,12 +6,15 @@ fixed seed with one BLAS thread; chance is 10 %."""
 
 from pathlib import Path
 
+import pytest
+
 from xyoptics.config import load_config
 from xyoptics.lab.trainer import train
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "digits_all_to_all.yaml"
 
 
+@pytest.mark.slow
 def test_digits_all_to_all_learns():
     cfg = load_config(CONFIG).model_copy(update={"epochs": 2})
     summary = train(cfg, None, progress=False).summary

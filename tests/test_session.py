@@ -24,9 +24,11 @@ RIG = "simulated-xy-rig"
 
 
 def rig_config(**overrides) -> TrainConfig:
-    """XOR on the 3x3 skip lattice through the simulated rig: 3 epochs of 2 steps (batch 2)."""
+    """XOR through the simulated rig on a 2x3 lattice (6 spins, 7 bonds: small, so the simulated physics is
+    quick): 3 epochs of 2 steps (batch 2)."""
     raw = yaml.safe_load((ROOT / "experiments" / "xor_lattice_skip_rig.yaml").read_text())
     raw.update(epochs=3, batch_size=2, eval_every=3, stop_at_accuracy=None,
+               architecture={"kind": "square_lattice", "rows": 2, "cols": 3},
                session={"checkpoint_every": 2, "retry_wait_s": 0.0, "max_retries": 2})
     raw.update(overrides)
     return TrainConfig.model_validate(raw)
@@ -77,6 +79,7 @@ def signal_at(step: int, signum=signal.SIGINT):
     return hook
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("reference")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_digital_stop_mid_epoch_and_resume_is_exact(tmp_path, signum, reference):
@@ -96,6 +99,7 @@ def test_digital_stop_mid_epoch_and_resume_is_exact(tmp_path, signum, reference)
         run_session(None, tmp_path / "run", progress=False, resume=True)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("reference")
 def test_simulated_rig_stop_resume_is_exact_and_parks_hardware(tmp_path, reference):
     cfg = rig_config()
@@ -195,6 +199,7 @@ run_session(load_config(sys.argv[1]), sys.argv[2], progress=False)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("reference")
 def test_run_killed_while_writing_a_checkpoint_still_resumes(tmp_path, reference):
     cfg = digital_config(session={"checkpoint_every": 2})
@@ -212,6 +217,7 @@ def test_run_killed_while_writing_a_checkpoint_still_resumes(tmp_path, reference
     assert without_times(run) == without_times(full_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("reference")
 def test_cli_sigterm_then_resume(tmp_path, reference):
     cfg = rig_config()

@@ -27,6 +27,7 @@ def written(out: Path, results: dict) -> dict:
     return on_disk
 
 
+@pytest.mark.slow
 def test_xor_success_smoke(tmp_path, capsys):
     cfg = smoke(xor_success)
     res = xor_success.run(cfg, tmp_path, progress=False)
@@ -65,6 +66,7 @@ def iris_smoke(tmp_path_factory):
     return out, iris_size.run(smoke(iris_size), out, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("iris_smoke")
 def test_iris_size_smoke(iris_smoke):
     out, res = iris_smoke
@@ -99,6 +101,7 @@ def test_typos_are_rejected(tmp_path):
         load_yaml_model(bad, regions.Config)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("iris_smoke")
 def test_cli_and_parallel_runs_match(iris_smoke, tmp_path):
     """--workers 2 (a spawn pool) gives the same per-seed results as one process."""

@@ -39,7 +39,6 @@ from ..core.digital import DigitalXYMachine
 from ..core.ep import EPEstimate, ep_gradient
 from ..core.machine import DeviceFault, XYMachine
 from ..core.network import Params
-from ..analysis.plots import plot_bond_map, plot_learning_curves, render_diagnostics
 from ..core.files import JsonlWriter, write_arrays_h5, write_json_atomic, write_text_atomic
 from .stopping import stop_on_signals
 
@@ -321,6 +320,8 @@ class Trainer:
                    "saturated_samples": c["saturated"], "low_modulation_samples": c["low_modulation"],
                    "device_retries": c["retries"], "wall_time_s": s.wall_s}
         if self.out_dir is not None:
+            from ..analysis.plots import plot_bond_map, plot_learning_curves, render_diagnostics  # matplotlib: ~1 s
+
             out = self.out_dir
             if not c.get("finished"):
                 summary["resume"] = f"xyoptics train --resume {out}"
