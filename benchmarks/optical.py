@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from drivers.simulated_rig import RigCamera, RigSLM
+from xyoptics.core.angles import wrap
 from xyoptics.core.architectures import square_lattice
 from xyoptics.core.costs import CosineCost
 from xyoptics.core.digital import DigitalXYMachine
-from xyoptics.hil.layout import RigTopology
 from xyoptics.core.machine import Nudge
+from xyoptics.hil.layout import RigTopology
 from xyoptics.hil.optical import OpticalXYMachine
-from xyoptics.core.angles import wrap
 
 
 def main(argv=None):

@@ -19,10 +19,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from drivers.shutter import SerialShutter
+from xyoptics.core.files import write_json_atomic
 from xyoptics.hil.devices import open_devices
 from xyoptics.hil.layout import Calibration
 from xyoptics.hil.rig import RigConfig, device_refs, rig_topology
-from xyoptics.core.files import write_json_atomic
 
 from .dark import dark_truth_error, measure_dark
 from .gray_phase import apply_gray_phase, gray_phase_truth_error, measure_gray_phase

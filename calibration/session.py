@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from xyoptics.core.network import XYNetwork
 from xyoptics.hil.clock import RealClock
 from xyoptics.hil.layout import Calibration, Layout, LayoutConfig, RigTopology
-from xyoptics.core.network import XYNetwork
 
 
 class CalibrationFailed(RuntimeError):

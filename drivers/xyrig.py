@@ -21,18 +21,17 @@ Every imperfection can be switched off (``Imperfections.none()``); the hidden tr
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import Field
 
-from xyoptics.hil.clock import VirtualClock
-from xyoptics.core.schema import Strict
-from xyoptics.hil.layout import Layout, LayoutConfig, RigTopology, nominal_spot_centres
 from xyoptics.core.network import Params, XYNetwork
 from xyoptics.core.relax import build_landscape, minimise
-
-import weakref
+from xyoptics.core.schema import Strict
+from xyoptics.hil.clock import VirtualClock
+from xyoptics.hil.layout import Layout, LayoutConfig, RigTopology, nominal_spot_centres
 
 LOCK_RATIO = 20.0
 _ENGINES: "weakref.WeakValueDictionary[str, XYRigEngine]" = weakref.WeakValueDictionary()

@@ -6,11 +6,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from conftest import random_params
 from xyoptics.core.architectures import LocalLayer, local_layers, square_lattice
 from xyoptics.core.network import Params
 from xyoptics.core.relax import build_landscape
-
-from conftest import random_params
 
 NETS = {
     "lattice": lambda: square_lattice(6, 7, inputs=3, outputs=2),

@@ -12,20 +12,19 @@ import yaml
 
 from calibration.dark import dark_truth_error, measure_dark
 from calibration.gray_phase import gray_phase_truth_error, measure_gray_phase
-from drivers.shutter import SerialShutter, ShutterError
 from calibration.runner import apply_to_slm, calibration_from, run_calibration
-from calibration.store import CalibrationStore
 from calibration.session import CalibrationFailed, RigSession
-from calibration.spots import (measure_path_offsets, measure_spot_map, path_offsets_truth_error,
-                               spot_map_truth_error)
+from calibration.spots import measure_path_offsets, measure_spot_map, path_offsets_truth_error, spot_map_truth_error
+from calibration.store import CalibrationStore
 from calibration.timing import measure_settle_time, settle_truth_error
 from calibration.transfer import measure_transfer, transfer_truth_error
+from drivers.shutter import SerialShutter, ShutterError
 from drivers.simulated_rig import RigCamera, RigSLM
-from xyoptics.core.architectures import square_lattice
 from xyoptics.cli import main
-from xyoptics.hil.layout import Calibration, Layout, LayoutConfig, RigTopology
 from xyoptics.config import load_config
+from xyoptics.core.architectures import square_lattice
 from xyoptics.data.datasets import xor
+from xyoptics.hil.layout import Calibration, Layout, LayoutConfig, RigTopology
 from xyoptics.hil.rig import simulated_rig
 from xyoptics.lab.build import build_network
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from calibration import store as store_mod
-from calibration.store import (CalibrationError, CalibrationStore, CalibrationWarning, Hardware,
-                               StaleCalibrationWarning)
+from calibration.store import CalibrationError, CalibrationStore, CalibrationWarning, Hardware, StaleCalibrationWarning
 
 HW = Hardware("bench1", "slmsuite.hardware.slms.meadowlark.Meadowlark", "ml", (1920, 1152), 8,
               "slmsuite.hardware.cameras.thorlabs.ThorCam", "cam", (1440, 1080), 12, wavelength_nm=1064.0)

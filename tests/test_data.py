@@ -3,8 +3,8 @@
 import functools
 import gzip
 import hashlib
-import re
 import http.server
+import re
 import threading
 from pathlib import Path
 

@@ -3,17 +3,15 @@
 import numpy as np
 import pytest
 
+from conftest import random_params
+from xyoptics.analysis.diagnostics import DiagnosticsRecorder, bond_maps, input_sensitivity, nudge_response, wrap_angle
+from xyoptics.analysis.plots import plot_bond_map, plot_learning_curves, plot_site_map, render_diagnostics
 from xyoptics.core import architectures
 from xyoptics.core.architectures import LocalLayer
 from xyoptics.core.costs import LogCosineCost, targets_for
-from xyoptics.analysis.diagnostics import (DiagnosticsRecorder, bond_maps, input_sensitivity, nudge_response,
-                                  wrap_angle)
 from xyoptics.core.digital import DigitalXYMachine
-from xyoptics.core.machine import Nudge
-from xyoptics.analysis.plots import plot_bond_map, plot_learning_curves, plot_site_map, render_diagnostics
 from xyoptics.core.files import read_arrays_h5
-
-from conftest import random_params
+from xyoptics.core.machine import Nudge
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -6,13 +6,12 @@ phase from the same start each time (float64, tolerance 1e-12)."""
 import numpy as np
 import pytest
 
+from conftest import random_params
 from xyoptics.core import architectures
 from xyoptics.core.costs import CosineCost, LogCosineCost, targets_for
 from xyoptics.core.digital import DigitalXYMachine
 from xyoptics.core.ep import ep_gradient
 from xyoptics.core.network import Params
-
-from conftest import random_params
 
 pytestmark = pytest.mark.xdist_group("ep_exact")  # one worker computes the exact gradients once
 

@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 
+from conftest import random_params
 from xyoptics.core import architectures
 from xyoptics.core.costs import LogCosineCost, targets_for
 from xyoptics.core.digital import DigitalXYMachine
 from xyoptics.core.machine import Nudge, XYMachine
-
-from conftest import random_params
 
 
 def make(**kw):

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from xyoptics.config import ConfigError
-from xyoptics.data.idx import write_idx
 from xyoptics.core.files import read_json
+from xyoptics.data.idx import write_idx
 from xyoptics.studies import common, mnist_local
 
 

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from xyoptics.core import architectures
-from xyoptics.core import operators
+from xyoptics.core import architectures, operators
 from xyoptics.core.network import Params
 
 H = 1e-6

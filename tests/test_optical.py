@@ -10,15 +10,15 @@ import yaml
 
 from drivers.simulated_rig import RigCamera, RigSLM
 from drivers.xyrig import Imperfections
-from xyoptics.core.architectures import square_lattice
 from xyoptics.cli import main
-from xyoptics.hil.devices import DeviceError
+from xyoptics.core.angles import wrap
+from xyoptics.core.architectures import square_lattice
 from xyoptics.core.costs import CosineCost, LogCosineCost
 from xyoptics.core.digital import DigitalXYMachine
-from xyoptics.hil.layout import Layout, LayoutConfig, RigTopology
 from xyoptics.core.machine import Nudge
+from xyoptics.hil.devices import DeviceError
+from xyoptics.hil.layout import Layout, LayoutConfig, RigTopology
 from xyoptics.hil.optical import OpticalXYMachine
-from xyoptics.core.angles import wrap
 from xyoptics.hil.rig import load_rig, open_optical_machine, simulated_rig
 
 ROOT = Path(__file__).resolve().parents[1]

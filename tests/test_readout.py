@@ -6,7 +6,7 @@ import pytest
 from xyoptics.core.angles import wrap
 from xyoptics.hil import readout
 from xyoptics.hil.readout import (expected_phase_noise, five_step, fix_gauge, four_step, off_axis, phase_shifting,
-                              pool_spots, spot_values, three_step)
+                                  pool_spots, spot_values, three_step)
 
 
 def angle_diff(a, b):

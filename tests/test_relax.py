@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 
+from conftest import random_params
 from xyoptics.core import architectures
 from xyoptics.core.costs import CosineCost, LogCosineCost
 from xyoptics.core.network import Params
 from xyoptics.core.relax import build_landscape, minimise
-
-from conftest import random_params
 
 
 def setup(rng, batch=5):

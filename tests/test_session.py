@@ -13,9 +13,9 @@ import yaml
 
 from drivers.serial_handlers import protocol_xyshutter
 from drivers.xyrig import find_engine
-from xyoptics.lab.anglelog import read_angles
 from xyoptics.config import ConfigError, TrainConfig
 from xyoptics.core.files import read_arrays_h5, read_json
+from xyoptics.lab.anglelog import read_angles
 from xyoptics.lab.session import check_disk_space, run_session
 from xyoptics.lab.trainer import TrainingFailed
 
@@ -256,10 +256,10 @@ def test_guards_before_any_hardware(tmp_path):
 
 
 def test_a_nan_stops_the_run_safely_with_a_checkpoint(tmp_path):
+    from xyoptics.core.digital import DigitalXYMachine
+    from xyoptics.data.datasets import Dataset
     from xyoptics.lab.build import prepare
     from xyoptics.lab.checkpoint import load_checkpoint
-    from xyoptics.data.datasets import Dataset
-    from xyoptics.core.digital import DigitalXYMachine
     from xyoptics.lab.trainer import Trainer
 
     cfg = digital_config(epochs=1, batch_size=15)

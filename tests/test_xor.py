@@ -13,8 +13,8 @@ import pytest
 
 from xyoptics.config import load_config
 from xyoptics.core.costs import LogCosineCost
-from xyoptics.data.datasets import xor
 from xyoptics.core.digital import DigitalXYMachine
+from xyoptics.data.datasets import xor
 from xyoptics.lab.trainer import build_network, evaluate, train
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "xor_all_to_all.yaml"

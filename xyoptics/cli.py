@@ -69,6 +69,7 @@ def _fetch(args) -> int:
 
 def _calibrate(args) -> int:
     from calibration.runner import run_calibration
+
     from .hil.rig import load_rig, simulated_rig
 
     rig = simulated_rig() if args.rig == "simulated" else load_rig(args.rig)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.angles import wrap
 from ..core.costs import Cost
+from ..core.files import write_arrays_h5
 from ..core.machine import Nudge, XYMachine
 from ..core.network import Params, XYNetwork
-from ..core.angles import wrap
-from ..core.files import write_arrays_h5
 
 SITE_MAPS = ("nudge_response", "input_sensitivity")
 BOND_MAPS = ("abs_w", "abs_dw")

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from ..core.schema import Strict
 from ..core.network import Params, XYNetwork
+from ..core.schema import Strict
 
 
 class TileGains(Strict):

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .clock import RealClock
+from ..core.angles import wrap
 from ..core.costs import CosineCost
-from .layout import Calibration, Layout, LayoutConfig, RigTopology
 from ..core.machine import DeviceFault, Equilibrium, Nudge, check_inputs
 from ..core.network import Params, XYNetwork
-from ..core.angles import wrap
+from .clock import RealClock
+from .layout import Calibration, Layout, LayoutConfig, RigTopology
 from .readout import off_axis, phase_shifting, pool_spots, spot_values
 
 READOUTS = ("phase_shifting", "off_axis")

@@ -15,10 +15,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from ..core.network import XYNetwork
 from ..core.schema import ConfigError, Strict, load_yaml_model
 from .devices import DeviceSpec, check_rig_devices, open_devices
 from .layout import LayoutConfig, RigTopology
-from ..core.network import XYNetwork
 from .optical import OpticalXYMachine
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "experiments" / "rigs"

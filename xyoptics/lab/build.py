@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..core import architectures
 from ..config import ConfigError, TrainConfig
-from ..data.datasets import Dataset, load_task
+from ..core import architectures
 from ..core.digital import DigitalXYMachine
 from ..core.network import XYNetwork
 from ..core.optim import OPTIMIZERS, Optimizer
+from ..data.datasets import Dataset, load_task
 
 
 def build_network(cfg: TrainConfig, data: Dataset) -> XYNetwork:

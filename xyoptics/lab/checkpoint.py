@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.network import Params
 from ..core.files import read_tree_h5, write_tree_h5
+from ..core.network import Params
 
 FORMAT = 1
 FILENAME = "checkpoint.h5"

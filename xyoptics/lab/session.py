@@ -25,10 +25,10 @@ from pathlib import Path
 
 import yaml
 
-from .build import digital_machine, prepare
 from ..config import ConfigError, TrainConfig, load_config
-from ..core.network import XYNetwork
 from ..core.files import read_json, write_json_atomic, write_text_atomic
+from ..core.network import XYNetwork
+from .build import digital_machine, prepare
 from .trainer import RunResult, Trainer
 
 ANGLE_BYTES = 4  # float32 per logged angle

@@ -28,18 +28,18 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
+from ..analysis.diagnostics import DiagnosticsRecorder, bond_maps
+from ..config import ConfigError, TrainConfig
+from ..core.costs import make_cost, predict
+from ..core.digital import DigitalXYMachine
+from ..core.ep import EPEstimate, ep_gradient
+from ..core.files import JsonlWriter, write_arrays_h5, write_json_atomic, write_text_atomic
+from ..core.machine import DeviceFault, XYMachine
+from ..core.network import Params
+from ..data.datasets import Dataset
 from .anglelog import AngleLog
 from .build import build_network, build_optimizer, digital_machine, prepare  # noqa: F401  (public API)
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
-from ..config import ConfigError, TrainConfig
-from ..core.costs import make_cost, predict
-from ..data.datasets import Dataset
-from ..analysis.diagnostics import DiagnosticsRecorder, bond_maps
-from ..core.digital import DigitalXYMachine
-from ..core.ep import EPEstimate, ep_gradient
-from ..core.machine import DeviceFault, XYMachine
-from ..core.network import Params
-from ..core.files import JsonlWriter, write_arrays_h5, write_json_atomic, write_text_atomic
 from .stopping import stop_on_signals
 
 RNG_NAMES = ("init", "shuffle", "train", "eval", "diag")

@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
-from ..core.schema import ConfigError, describe, load_yaml_model
 from ..core.files import write_json_atomic, write_text_atomic
+from ..core.schema import ConfigError, describe, load_yaml_model
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 STUDY_SET = ("architecture", "seed")  # training fields a study sets itself
@@ -128,8 +128,8 @@ def train_and_recheck(cfg: TrainConfig, split: str, starts: int, rng: np.random.
     """Train ``cfg`` (digital machine, no run folder), then classify every sample of the ``split`` ("train" or
     "test") set from ``starts`` fresh random starts each, in one batch. Returns the ``RunResult`` and the
     ``Evaluation`` over all samples x starts."""
-    from ..lab.build import digital_machine, prepare
     from ..core.costs import make_cost
+    from ..lab.build import digital_machine, prepare
     from ..lab.trainer import Trainer, evaluate
 
     train_set, test_set, net = prepare(cfg)

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..lab.build import prepare
 from ..config import SquareLatticeConfig
+from ..lab.build import prepare
 from . import common
 
 NAME = "iris_size"

@@ -31,9 +31,9 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from pydantic import Field, model_validator
 
+from ..analysis.diagnostics import bond_maps, input_sensitivity, nudge_response
 from ..config import SquareLatticeConfig
 from ..core.costs import make_cost
-from ..analysis.diagnostics import bond_maps, input_sensitivity, nudge_response
 from ..core.digital import DigitalXYMachine
 from ..core.network import Params
 from ..lab.trainer import Trainer, evaluate, prepare

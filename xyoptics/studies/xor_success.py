@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..lab.build import prepare
 from ..config import ArchitectureConfig
+from ..lab.build import prepare
 from . import common
 
 NAME = "xor_success"
