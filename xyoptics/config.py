@@ -110,13 +110,17 @@ class SessionConfig(Strict):
     every evaluation and stop); the free and nudged angles of every step logged to HDF5 (``log_angles``; None:
     on for optical machines, off for the digital one); a failing device step retried ``max_retries`` times,
     ``retry_wait_s`` apart, before the run stops safely; ``min_free_disk_mb`` kept free beyond the run's
-    estimated size."""
+    estimated size. A sample whose free or nudged measurement is unusable (not converged, or flagged by the
+    readout) is measured again from a fresh start up to ``max_remeasure`` times, then dropped from the step's
+    gradient; a step keeping less than ``min_good_fraction`` of its samples makes no update (skipped)."""
 
     checkpoint_every: int = Field(default=20, ge=1)
     log_angles: bool | None = None
     max_retries: int = Field(default=3, ge=0)
     retry_wait_s: float = Field(default=1.0, ge=0)
     min_free_disk_mb: float = Field(default=100.0, ge=0)
+    max_remeasure: int = Field(default=2, ge=0)
+    min_good_fraction: float = Field(default=0.5, ge=0, le=1)
 
     def angles_logged(self, optical: bool) -> bool:
         return optical if self.log_angles is None else self.log_angles

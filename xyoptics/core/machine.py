@@ -34,13 +34,18 @@ class Nudge:
     cost: Cost
 
 
+#: Per-sample boolean quality figures that make a measurement unusable when true (optical readout flags).
+FLAGS = ("saturated", "low_modulation", "dead_spot", "reference_mismatch")
+
+
 @dataclass(frozen=True)
 class Equilibrium:
     """Equilibrium angles of a batch, shape (batch, n_spins) with the inputs included.
 
     ``converged`` says per sample whether the machine reached its stopping rule, ``iterations`` how many steps
     it took, ``residual`` the remaining max|force| (digital) or readout error figure (optical); ``quality`` holds
-    any further per-sample figures a machine measures."""
+    any further per-sample figures a machine measures. A sample is ``usable`` when it converged and none of the
+    ``FLAGS`` present in ``quality`` is set for it; only usable samples may enter a gradient."""
 
     phases: np.ndarray
     converged: np.ndarray
@@ -55,6 +60,33 @@ class Equilibrium:
     @property
     def batch_size(self) -> int:
         return len(self.phases)
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Boolean per sample: converged and not flagged by any quality check in ``FLAGS``."""
+        ok = np.asarray(self.converged, dtype=bool).copy()
+        for name in FLAGS:
+            if name in self.quality:
+                ok &= ~np.asarray(self.quality[name], dtype=bool).reshape(len(ok), -1).any(axis=1)
+        return ok
+
+    def with_rows(self, rows: np.ndarray, other: "Equilibrium") -> "Equilibrium":
+        """This equilibrium with samples ``rows`` replaced by the samples of ``other`` (a re-measurement);
+        per-sample quality arrays are replaced row-wise, anything else is kept."""
+        rows = np.asarray(rows)
+        n = self.batch_size
+
+        def put(mine, theirs):
+            mine = np.asarray(mine)
+            if mine.ndim == 0 or len(mine) != n:
+                return mine
+            out = mine.copy()
+            out[rows] = theirs
+            return out
+
+        quality = {k: put(v, other.quality[k]) if k in other.quality else v for k, v in self.quality.items()}
+        return Equilibrium(put(self.phases, other.phases), put(self.converged, other.converged),
+                           put(self.iterations, other.iterations), put(self.residual, other.residual), quality)
 
 
 @runtime_checkable

@@ -6,7 +6,9 @@ is about to measure again, so every step appears exactly once. Per chunk, with n
 
 * ``step`` (n,) training step (1-based), ``sample`` (n,) index of the sample in the training set;
 * ``free`` (n, n_spins) and ``nudged`` (n, n_nudged, n_spins) angles in radians (float32);
-* ``free_ok`` (n,) and ``nudged_ok`` (n, n_nudged): the machine's convergence / readout-quality verdicts.
+* ``free_ok`` (n,) and ``nudged_ok`` (n, n_nudged): the machine's convergence / readout-quality verdicts;
+* ``kept`` (n,): whether the sample entered the step's gradient. Angles are those of the last measurement of a
+  sample, after any re-measurement (``session.max_remeasure``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class AngleLog:
             "free": est.free.phases.astype(np.float32),
             "nudged": np.stack([e.phases for e in est.nudged], axis=1).astype(np.float32),
             "free_ok": est.free.converged.copy(),
-            "nudged_ok": np.stack([e.converged for e in est.nudged], axis=1)})
+            "nudged_ok": np.stack([e.converged for e in est.nudged], axis=1),
+            "kept": est.free.usable if est.kept is None else est.kept.copy()})
 
     def flush(self) -> Path | None:
         """Write the buffered steps as one chunk; returns its path (None when nothing was buffered)."""

@@ -43,7 +43,7 @@ from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .stopping import stop_on_signals
 
 RNG_NAMES = ("init", "shuffle", "train", "eval", "diag")
-COUNTERS = ("unconverged_train", "saturated", "low_modulation", "retries")
+COUNTERS = ("unconverged_train", "saturated", "low_modulation", "retries", "remeasured", "dropped", "skipped")
 
 
 class TrainingFailed(RuntimeError):
@@ -60,15 +60,19 @@ class RunResult:
 
 @dataclass(frozen=True)
 class Evaluation:
+    """Accuracy and mean cost over every sample; ``n_unconverged`` relaxations and ``n_flagged`` predictions
+    that came from an unusable measurement (not converged or flagged by the readout) are counted, not hidden."""
+
     accuracy: float
     cost: float
     n_unconverged: int
+    n_flagged: int = 0
 
 
 def evaluate(machine: XYMachine, params: Params, data: Dataset, cost, rng: np.random.Generator,
              batch_size: int = 256) -> Evaluation:
     """Accuracy and mean free-phase cost with one random start per sample."""
-    correct, total_cost, unconverged = 0, 0.0, 0
+    correct, total_cost, unconverged, flagged = 0, 0.0, 0, 0
     out = machine.network.outputs
     for x, labels, targets in data.batches(batch_size):
         eq = machine.equilibrate(params, x, rng=rng)
@@ -76,7 +80,8 @@ def evaluate(machine: XYMachine, params: Params, data: Dataset, cost, rng: np.ra
         correct += int(np.sum(predict(phi_out) == labels))
         total_cost += float(np.sum(cost.value(phi_out, targets)))
         unconverged += eq.n_unconverged
-    return Evaluation(correct / len(data), total_cost / len(data), unconverged)
+        flagged += int(np.count_nonzero(~eq.usable))
+    return Evaluation(correct / len(data), total_cost / len(data), unconverged, flagged)
 
 
 
@@ -188,7 +193,8 @@ class Trainer:
                     self.before_step()
                 est = ep_gradient(self.machine, self.state.params, data.x[samples], data.targets[samples],
                                   beta=cfg.ep.beta, cost=self.cost, rng=rng, variant=cfg.ep.variant,
-                                  m_init=cfg.ep.m_init)
+                                  m_init=cfg.ep.m_init, max_remeasure=cfg.session.max_remeasure,
+                                  min_good_fraction=cfg.session.min_good_fraction)
                 return est, attempt
             except DeviceFault as exc:
                 if attempt == cfg.session.max_retries:
@@ -206,14 +212,19 @@ class Trainer:
         while s.batch < self.n_batches:
             samples = order[s.batch * bs:(s.batch + 1) * bs]
             est, retries = self._measure(samples)
-            params = self.optimizer.step(s.params, est.grad)
+            params = s.params if est.skipped else self.optimizer.step(s.params, est.grad)
             for name, p in params.as_dict().items():
                 if not np.all(np.isfinite(p)):
                     raise FloatingPointError(f"parameters {name!r} became non-finite at step {s.step + 1}")
+            if est.skipped:
+                warnings.warn(f"step {s.step + 1} skipped: only {len(est.kept) - est.n_dropped} of "
+                              f"{len(est.kept)} samples measured cleanly (session.min_good_fraction = "
+                              f"{self.cfg.session.min_good_fraction})", RuntimeWarning, stacklevel=2)
             quality = _quality_counts(est)
             record = {"kind": "step", "step": s.step + 1, "epoch": s.epoch, "batch": s.batch + 1,
-                      "cost": est.cost, "unconverged": est.n_unconverged, **quality, "retries": retries,
-                      "wall_s": round(self._wall_base + time.perf_counter() - t0, 3)}
+                      "cost": None if est.skipped else est.cost, "unconverged": est.n_unconverged, **quality,
+                      "remeasured": est.remeasured, "dropped": est.n_dropped, "skipped": est.skipped,
+                      "retries": retries, "wall_s": round(self._wall_base + time.perf_counter() - t0, 3)}
             self._log(record)
             if self.angles is not None:
                 self.angles.add(s.step + 1, samples, est)
@@ -221,12 +232,16 @@ class Trainer:
             c = s.counters
             c["unconverged_train"] += est.n_unconverged
             c["retries"] += retries
-            c["epoch_cost_sum"] += est.cost
-            c["epoch_steps"] += 1
+            for key, n in (("remeasured", est.remeasured), ("dropped", est.n_dropped), ("skipped", est.skipped)):
+                c[key] = c.get(key, 0) + int(n)  # .get: checkpoints written before these counters existed
+            if not est.skipped:
+                c["epoch_cost_sum"] += est.cost
+                c["epoch_steps"] += 1
             for k, n in quality.items():
                 c[k] += n
             self._commit(time.perf_counter() - t0)
             bar.set_postfix({"epoch": f"{s.epoch}/{self.cfg.epochs}", "cost": f"{est.cost:.3f}",
+                             **({"dropped": c["dropped"]} if c["dropped"] else {}),
                              **self._accuracies}, refresh=False)
             bar.update(1)
             if self.on_step is not None:
@@ -254,6 +269,7 @@ class Trainer:
                       "train_accuracy": tr.accuracy, "test_accuracy": te.accuracy, "test_cost": te.cost,
                       "unconverged_train": s.counters["unconverged_train"],
                       "unconverged_eval": tr.n_unconverged + te.n_unconverged,
+                      "flagged_eval": tr.n_flagged + te.n_flagged,
                       "wall_s": round(self._wall_base + time.perf_counter() - t0, 3)}
             self._log(record)
             s.history.append(record)
@@ -318,7 +334,8 @@ class Trainer:
                    "best_epoch": s.best["epoch"] if s.best else None,
                    "unconverged_train_relaxations": c["unconverged_train"],
                    "saturated_samples": c["saturated"], "low_modulation_samples": c["low_modulation"],
-                   "device_retries": c["retries"], "wall_time_s": s.wall_s}
+                   "remeasured_samples": c.get("remeasured", 0), "dropped_samples": c.get("dropped", 0),
+                   "skipped_steps": c.get("skipped", 0), "device_retries": c["retries"], "wall_time_s": s.wall_s}
         if self.out_dir is not None:
             from ..analysis.plots import plot_bond_map, plot_learning_curves, render_diagnostics  # matplotlib: ~1 s
 
