@@ -85,16 +85,27 @@ def _calibrate(args) -> int:
 
 
 def _rig_check(args) -> int:
+    from drivers.instruments import open_instruments
+
+    from .core.machine import DeviceFault
     from .hil.devices import DeviceError
     from .hil.rig import check_rig, load_rig, simulated_rig
+    from .hil.selftest import SelfTestFailed
 
     rig = simulated_rig() if args.rig == "simulated" else load_rig(args.rig)
     try:
-        report = check_rig(rig, args.trust)
-    except DeviceError as exc:
+        with open_instruments(rig.laser, rig.shutter) as instruments:  # parked (shutter closed, laser off) on exit
+            report = check_rig(rig, args.trust, shutter=instruments.shutter)
+    except SelfTestFailed as exc:
+        print(json.dumps(getattr(exc, "report", {}), indent=2))
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (DeviceError, DeviceFault) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2))
+    stages = ", ".join(f"{name} {r['status']}" for name, r in report["self_test"].items())
+    print(f"light path: {stages}", file=sys.stderr)
     return 0
 
 

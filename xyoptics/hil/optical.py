@@ -32,7 +32,7 @@ from ..core.machine import DeviceFault, Equilibrium, Nudge, check_inputs
 from ..core.network import Params, XYNetwork
 from .clock import RealClock
 from .layout import Calibration, Layout, LayoutConfig, RigTopology
-from .readout import off_axis, phase_shifting, pool_spots, spot_values
+from .readout import PhaseEstimate, off_axis, phase_shifting, pool_spots, spot_values
 
 READOUTS = ("phase_shifting", "off_axis")
 
@@ -99,13 +99,13 @@ class OpticalXYMachine:
         if state is not None and hasattr(self.slm, "load_state_dict"):
             self.slm.load_state_dict(state)
 
-    def _measure(self, params: Params, x: np.ndarray, beta: float, targets) -> tuple[np.ndarray, dict, int]:
-        """Angles of every network spin for the present state, with quality figures."""
+    def _read(self, settings) -> tuple[PhaseEstimate, np.ndarray, int]:
+        """Show ``settings(reference_piston)`` (tile eta, alpha, clipped count) for every reference step, grab
+        one frame each and estimate every spot: (estimate, saturated per spot, clipped tiles)."""
         steps = (2 * np.pi * np.arange(self.n_steps) / self.n_steps) if self.readout == "phase_shifting" else [0.0]
         frames, clipped = [], 0
         for delta in steps:
-            eta, alpha, clipped = self.layout.tile_settings(params, x, nudge_beta=beta, targets=targets,
-                                                            reference_piston=delta)
+            eta, alpha, clipped = settings(delta)
             self._show(eta, alpha)
             frames.append(self._grab())
         self.frames_read += len(frames)
@@ -115,6 +115,23 @@ class OpticalXYMachine:
         else:
             est = off_axis(frames[0], self.layout.carrier, self.weights)
         _, saturated = spot_values(frames, self.weights, saturation=self.saturation)
+        return est, saturated, clipped
+
+    def read_clamped(self, phases: np.ndarray) -> tuple[PhaseEstimate, np.ndarray]:
+        """Lock every spin of the network to ``phases`` (radians) with its clamp tile, couplings and biases
+        off, and read the spots: the rig's answer to a known SLM state (self-tests, liveness). Returns the raw
+        estimate (path offsets and gauge not removed) and the saturated flag per spot."""
+        net = self.network
+        off = Params(np.zeros(net.n_coupling_params), np.zeros(net.n_spins), np.zeros(net.n_spins))
+        seed = np.asarray(phases, dtype=float)
+        est, saturated, _ = self._read(lambda delta: self.layout.tile_settings(
+            off, np.zeros(len(net.inputs)), seed=seed, reference_piston=delta))
+        return est, saturated
+
+    def _measure(self, params: Params, x: np.ndarray, beta: float, targets) -> tuple[np.ndarray, dict, int]:
+        """Angles of every network spin for the present state, with quality figures."""
+        est, saturated, clipped = self._read(lambda delta: self.layout.tile_settings(
+            params, x, nudge_beta=beta, targets=targets, reference_piston=delta))
         flags = est.flags(saturated=saturated, min_modulation=self.min_modulation)
         theta = est.theta
         if self.calibration.path_offsets is not None:

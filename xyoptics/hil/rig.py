@@ -13,13 +13,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
+from ..core.architectures import graph
 from ..core.network import XYNetwork
 from ..core.schema import ConfigError, Strict, load_yaml_model
 from .devices import DeviceSpec, check_rig_devices, open_devices
 from .layout import LayoutConfig, RigTopology
 from .optical import OpticalXYMachine
+from .selftest import SelfTestFailed, light_path_check
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "experiments" / "rigs"
 
@@ -100,11 +103,26 @@ def open_optical_machine(cfg: RigConfig, network: XYNetwork, trusted=()):
         yield machine
 
 
-def check_rig(cfg: RigConfig, trusted=()) -> dict:
-    """Open the devices, grab a frame, write a flat phase, close; report what was found."""
+def probe_network(cfg: RigConfig) -> XYNetwork:
+    """A network with no bonds on the rig's spins (two when the routing follows the trained network), for
+    self-tests: spin 0 serves as gauge, the last as pilot."""
+    n = 2 if cfg.topology == "network" else cfg.topology.n_spins
+    return graph(n, np.zeros((0, 2), dtype=np.int64), inputs=[0], outputs=[n - 1], name="probe")
+
+
+def check_rig(cfg: RigConfig, trusted=(), shutter=None) -> dict:
+    """Open the devices, grab a frame, write a flat phase and close; then open the optical machine on a probe
+    network and run the light-path self-test (``selftest``; ``shutter`` for its dark stage). Returns the report;
+    a failed stage raises ``SelfTestFailed`` with the report so far in its ``report`` attribute."""
     topology = rig_topology(cfg, None)
     report = check_rig_devices(cfg.slm, cfg.camera, trusted, device_refs(cfg, topology))
     report["rig"] = cfg.name
     report["topology"] = ("the trained network's bonds" if cfg.topology == "network"
                           else f"{topology.n_spins} spins, {len(topology.bonds)} bonds")
+    try:
+        with open_optical_machine(cfg, probe_network(cfg), trusted) as machine:
+            report["self_test"] = light_path_check(machine, shutter)
+    except SelfTestFailed as exc:
+        exc.report = report
+        raise
     return report

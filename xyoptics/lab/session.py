@@ -154,6 +154,7 @@ def _optical_session(out: Path, rig, net, session: dict, trust, resume: bool, fi
         folder = session["calibration"] or rig.calibration_dir
         recorded = read_json(out / "calibration.json") if resume and (out / "calibration.json").exists() else None
         references = _calibration(machine, rig, folder, recorded) if (folder or recorded) else None
+        _self_test(machine, instruments)
         _start_folder(out, session)
         if not resume:
             write_text_atomic(out / "rig.yaml", yaml.safe_dump(rig.model_dump(mode="json", by_alias=True),
@@ -169,6 +170,17 @@ def _optical_session(out: Path, rig, net, session: dict, trust, resume: bool, fi
             _park(instruments, machine, out)
             raise
         return RunResult({**result.summary, "hardware_parked": _park(instruments, machine, out)}, result.params)
+
+
+def _self_test(machine, instruments) -> None:
+    """The light-path self-test (``hil.selftest``) before any step, with the calibration applied; a failed
+    stage refuses the session before its run folder exists."""
+    from ..hil.selftest import SelfTestFailed, light_path_check
+
+    try:
+        light_path_check(machine, instruments.shutter)
+    except SelfTestFailed as exc:
+        raise ConfigError(f"{exc}; nothing was trained (check with: xyoptics rig check RIG.yaml)") from None
 
 
 def _park(instruments, machine, out: Path) -> dict:
