@@ -65,9 +65,15 @@ def calibration_from(records: dict[str, CalibrationRecord]) -> tuple[Calibration
     offsets = records.get("path_offsets")
     settle = records.get("settle")
     transfer = records.get("transfer")
-    cal = Calibration(spot_centres=None if spots is None else spots.arrays["centres"],
-                      path_offsets=None if offsets is None else offsets.arrays["offsets"],
-                      efficiency_scale=None if transfer is None else transfer.arrays["efficiency_scale"])
+    dark = records.get("dark")
+
+    def array(record, name):
+        return None if record is None else record.arrays.get(name)
+
+    cal = Calibration(spot_centres=array(spots, "centres"), spot_sigma=array(spots, "widths"),
+                      path_offsets=array(offsets, "offsets"), efficiency_scale=array(transfer, "efficiency_scale"),
+                      dark=array(dark, "dark"), pixel_noise=array(dark, "noise"),
+                      spot_modulation=array(offsets, "modulation"), spot_residual=array(offsets, "residual"))
     return cal, None if settle is None else SETTLE_MARGIN * float(settle.arrays["settle_time_s"])
 
 

@@ -9,7 +9,9 @@ spots here are fixed by the optics, not steered by the SLM, so it does not apply
 
 Path offsets. With every spin locked to phase 0, the read angle of spin i is o_i minus a common reference
 phase; averaging ``repeats`` reads (circular mean) and removing the common part (zero circular mean) leaves the
-per-spin offsets o_i in radians, which the readout subtracts.
+per-spin offsets o_i in radians, which the readout subtracts. The same reads give each spot's pooled fringe
+modulation and phase-shifting residual (counts, mean over the repeats), which the readout's quality floors
+compare every later measurement with.
 """
 
 from __future__ import annotations
@@ -56,17 +58,21 @@ def measure_path_offsets(session: RigSession, repeats: int = 4) -> tuple[dict, d
     layout = session.layout
     weights = session.spot_weights
     eta, alpha = session.clamped(np.zeros(session.n_spins))
-    reads = []
+    reads, modulation, residual = [], [], []
     for _ in range(repeats):
         frames, steps = session.phase_stack(eta, alpha)
         est = pool_spots(phase_shifting(frames, steps), weights, layout.carrier)
         session.require_light(frames, est.modulation, MIN_MODULATION)
         reads.append(est.theta)
+        modulation.append(est.modulation)
+        residual.append(est.residual)
     reads = np.array(reads)
     mean = np.angle(np.mean(np.exp(1j * reads), axis=0))
     offsets = wrap(mean - np.angle(np.mean(np.exp(1j * mean))))
     spread = np.abs(wrap(reads - mean)).max()
-    return {"offsets": offsets}, {"repeat_spread_rad": float(spread)}
+    # the references of the readout's quality floors: each spot's modulation and residual with every spin locked
+    return ({"offsets": offsets, "modulation": np.mean(modulation, axis=0), "residual": np.mean(residual, axis=0)},
+            {"repeat_spread_rad": float(spread)})
 
 
 def spot_map_truth_error(truth, arrays: dict) -> dict:

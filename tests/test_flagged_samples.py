@@ -129,7 +129,7 @@ def test_the_trainer_counts_drops_and_skips(tmp_path):
     strict = config(max_remeasure=0, min_good_fraction=0.75)
     result, records, caught = run(strict, Flaky(inner, bad_input=np.pi / 2), tmp_path / "skip")
     assert result.summary["skipped_steps"] == 3 and all(r["skipped"] for r in records if r["kind"] == "step")
-    assert any("skipped: only 2 of 4 samples" in str(w.message) for w in caught)
+    assert any("skipped: 2 of 4 samples measured cleanly (flagged free and nudged measurements: saturated 4;" in str(w.message) for w in caught)
     init = inner.network.init_params(np.random.default_rng(np.random.SeedSequence(0).spawn(5)[0]),
                                      strict.init.coupling_std, strict.init.bias_max)
     np.testing.assert_array_equal(result.params.w, init.w)  # no step moved a parameter

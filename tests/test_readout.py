@@ -6,7 +6,7 @@ import pytest
 from xyoptics.core.angles import wrap
 from xyoptics.hil import readout
 from xyoptics.hil.readout import (expected_phase_noise, five_step, fix_gauge, four_step, off_axis, phase_shifting,
-                                  pool_spots, spot_values, three_step)
+                                  pool_spots, pooled_noise, spot_flags, spot_values, three_step)
 
 
 def angle_diff(a, b):
@@ -149,10 +149,15 @@ def test_spot_integration_on_axis_and_flags():
     assert values.shape == (4, 4)
     np.testing.assert_array_equal(sat, [False, True, False, False])
     est = phase_shifting(values, deltas)
-    flags = est.flags(saturated=sat)
+    flags = spot_flags(est, sat, n_frames=4, noise_factor=1e-3, dark_noise=0.1)  # noise 0.1 per spot value
     np.testing.assert_array_equal(flags["saturated"], [False, True, False, False])
-    np.testing.assert_array_equal(flags["low_modulation"], [False, False, False, True])
-    np.testing.assert_array_equal(est.flags(min_modulation=1e-6)["low_modulation"], [False] * 4)
+    np.testing.assert_array_equal(flags["dead_spot"], [False, False, False, True])  # B < 5 x 0.071
+    np.testing.assert_array_equal(flags["low_modulation"], [False] * 4)  # the dead spot is not also "low"
+    # relative fallback without a calibrated reference: below 0.1 x the median modulation of the frame
+    relative = spot_flags(est, sat, n_frames=4, noise_factor=1e-3)
+    np.testing.assert_array_equal(relative["low_modulation"] | relative["dead_spot"], [False, False, False, True])
+    # a clipped spot's frames do not fit the fringe model: with per-value noise its residual makes it "dead" too
+    assert spot_flags(est, sat, n_frames=4, noise_factor=1.0)["dead_spot"][1]
     # Unsaturated, well-modulated spots read their true phase from spot-integrated values.
     ok = [0, 2]
     np.testing.assert_allclose(angle_diff(est.theta[ok], thetas[ok]), 0, atol=1e-6)
@@ -172,6 +177,29 @@ def test_bad_input_raises():
         phase_shifting(np.ones((4, 5)), [0.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="spots must be"):
         off_axis(np.ones(SHAPE), CARRIER, np.ones((2, 8, 8)))
+
+
+def test_pooled_noise_matches_a_monte_carlo_average():
+    rng = np.random.default_rng(4)
+    w = profiles()
+    sigma = rng.uniform(0.5, 2.0, w.shape[1:])  # per-pixel noise, counts
+    draws = rng.normal(0.0, 1.0, (4000,) + w.shape[1:]) * sigma
+    averages = np.tensordot(draws, w, axes=([1, 2], [1, 2])) / w.sum(axis=(1, 2))
+    np.testing.assert_allclose(pooled_noise(w, sigma), averages.std(axis=0), rtol=0.05)
+
+
+def test_absolute_floors_against_the_calibrated_references():
+    est = readout.PhaseEstimate(np.zeros(5), np.array([100.0, 20.0, 100.0, 0.3, 4.0]), np.zeros(5),
+                                np.array([1.0, 1.0, 9.0, 1.0, 1.0]))
+    flags = spot_flags(est, [False, False, False, True, False], n_frames=4, noise_factor=0.1, dark_noise=0.2,
+                       modulation_ref=np.full(5, 100.0), residual_ref=np.full(5, 1.0))
+    np.testing.assert_array_equal(flags["low_modulation"], [False, True, False, False, False])   # 20 < 25
+    np.testing.assert_array_equal(flags["reference_mismatch"], [False, False, True, False, False])  # 9 > 4 x 1
+    # 0.3 < 5 x 0.71 x 0.2 (noise); 4 > that noise floor but < 5 % of the calibrated 100 (leaked light)
+    np.testing.assert_array_equal(flags["dead_spot"], [False, False, False, True, True])
+    np.testing.assert_array_equal(flags["saturated"], [False, False, False, True, False])
+    frozen = readout.PhaseEstimate(np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2))  # identical frames
+    assert spot_flags(frozen, False, n_frames=4, noise_factor=0.1)["dead_spot"].all()
 
 
 def test_wrap_and_gauge():

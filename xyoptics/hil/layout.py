@@ -76,12 +76,20 @@ def tile_amplitude(phase: np.ndarray, period: int) -> np.ndarray:
 @dataclass(frozen=True)
 class Calibration:
     """What the encoding and readout know about the real rig. Identity (nominal values) until measured:
-    ``efficiency_scale`` multiplies each tile's nominal efficiency (n_tiles,), ``spot_centres`` (n_spins, 2) in
-    camera pixels (row, col), ``path_offsets`` (n_spins,) radians subtracted from read angles."""
+    ``efficiency_scale`` multiplies each tile's nominal efficiency (n_tiles,), ``spot_centres`` (n_spins, 2) and
+    ``spot_sigma`` (n_spins,) in camera pixels (row, col), ``path_offsets`` (n_spins,) radians subtracted from
+    read angles; ``dark`` and ``pixel_noise`` (camera rows, cols; counts) from the dark frame; and, with every
+    spin clamped, each spot's pooled fringe modulation ``spot_modulation`` and phase-shifting residual
+    ``spot_residual`` (n_spins,; counts), the references of the readout's quality floors."""
 
     efficiency_scale: np.ndarray | None = None
     spot_centres: np.ndarray | None = None
     path_offsets: np.ndarray | None = None
+    spot_sigma: np.ndarray | None = None
+    dark: np.ndarray | None = None
+    pixel_noise: np.ndarray | None = None
+    spot_modulation: np.ndarray | None = None
+    spot_residual: np.ndarray | None = None
 
 
 class Layout:
@@ -179,9 +187,15 @@ class Layout:
         return tile_amplitude(phase_image[rows, cols], self.config.period_px)
 
     # -- readout geometry -------------------------------------------------------------------------------
-    def spot_weights(self, sigma_px: float | None = None) -> np.ndarray:
-        """Gaussian weights (n_spins, camera rows, camera cols) around each spot centre, cut at 3 sigma."""
-        sigma = self.config.spot_sigma_px if sigma_px is None else sigma_px
+    def spot_weights(self, sigma_px=None) -> np.ndarray:
+        """Gaussian weights (n_spins, camera rows, camera cols) around each spot centre, cut at 3 sigma; sigma (px)
+        is ``sigma_px``, else the calibrated spot widths, else the layout's nominal width."""
+        if sigma_px is None:
+            sigma_px = self.config.spot_sigma_px if self.calibration.spot_sigma is None else self.calibration.spot_sigma
+        n, sigma = len(self.spot_centres), np.asarray(sigma_px, dtype=float).ravel()
+        if sigma.size not in (1, n):
+            raise ValueError(f"{sigma.size} spot widths for {n} spots")
+        sigma = np.broadcast_to(sigma, n)[:, None, None]
         yy, xx = np.mgrid[:self.camera_shape[0], :self.camera_shape[1]]
         cy, cx = self.spot_centres[:, 0, None, None], self.spot_centres[:, 1, None, None]
         d2 = (yy - cy) ** 2 + (xx - cx) ** 2

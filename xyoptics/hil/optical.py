@@ -12,10 +12,12 @@ Inputs are clamped by strong injection; a nudge is a weak injection of strength 
 adds beta (1 - cos(phi_o - y_o)) to the energy: only the cosine cost exists on hardware. The global phase gauge
 is fixed by the clamped inputs: the circular mean of (read - commanded) input angles is removed.
 
-Measurement quality travels with the angles: ``converged`` is False for a sample whose spots were saturated or
-too weakly modulated to read; ``residual`` is the largest per-spot fit residual (counts); ``quality`` holds
-the per-spot modulation, per-sample ``saturated`` / ``low_modulation`` flags, and how many tiles had to be
-clipped at full efficiency.
+Measurement quality travels with the angles: ``converged`` is False for a sample with any flagged spot;
+``residual`` is the largest per-spot fit residual (counts); ``quality`` holds the per-spot modulation, the
+per-spin flags ``FLAGS`` (batch, n_spins) of ``readout.spot_flags`` -- saturated, dead spot (modulation
+not above its noise), low modulation (below a quarter of the spot's calibrated modulation), reference mismatch
+(fit residual far above the calibrated one) -- and how many tiles had to be clipped at full efficiency. With a
+calibration the frames are read with the dark frame subtracted and with the calibrated spot widths.
 
 A device that fails (an SLM write or a frame grab raising, e.g. a camera timeout) raises ``DeviceFault``.
 ``park()`` leaves the SLM blank (flat phase: no couplings, fields or injections). Devices that can be replayed
@@ -28,11 +30,11 @@ import numpy as np
 
 from ..core.angles import wrap
 from ..core.costs import CosineCost
-from ..core.machine import DeviceFault, Equilibrium, Nudge, check_inputs
+from ..core.machine import FLAGS, DeviceFault, Equilibrium, Nudge, check_inputs
 from ..core.network import Params, XYNetwork
 from .clock import RealClock
 from .layout import Calibration, Layout, LayoutConfig, RigTopology
-from .readout import PhaseEstimate, off_axis, phase_shifting, pool_spots, spot_values
+from .readout import PhaseEstimate, off_axis, phase_shifting, pool_spots, pooled_noise, spot_flags, spot_values
 
 READOUTS = ("phase_shifting", "off_axis")
 
@@ -64,6 +66,12 @@ class OpticalXYMachine:
                              calibration)
         self.calibration = calibration
         self.weights = self.layout.spot_weights()[:self.network.n_spins]
+        w = self.weights
+        self.noise_factor = np.sqrt((w ** 2).sum(axis=(1, 2))) / w.sum(axis=(1, 2))
+        n = self.network.n_spins
+        self.dark_noise = None if calibration.pixel_noise is None else pooled_noise(w, calibration.pixel_noise)
+        self.modulation_ref = None if calibration.spot_modulation is None else calibration.spot_modulation[:n]
+        self.residual_ref = None if calibration.spot_residual is None else calibration.spot_residual[:n]
         self.settle_time_s = float(self.slm.settle_time_s if settle_time_s is None else settle_time_s)
 
     # -- devices ----------------------------------------------------------------------------------------
@@ -109,12 +117,13 @@ class OpticalXYMachine:
             self._show(eta, alpha)
             frames.append(self._grab())
         self.frames_read += len(frames)
-        frames = np.array(frames)
+        raw = np.array(frames)
+        _, saturated = spot_values(raw, self.weights, saturation=self.saturation)
+        frames = raw if self.calibration.dark is None else raw - self.calibration.dark
         if self.readout == "phase_shifting":
             est = pool_spots(phase_shifting(frames, np.asarray(steps)), self.weights, self.layout.carrier)
         else:
             est = off_axis(frames[0], self.layout.carrier, self.weights)
-        _, saturated = spot_values(frames, self.weights, saturation=self.saturation)
         return est, saturated, clipped
 
     def read_clamped(self, phases: np.ndarray) -> tuple[PhaseEstimate, np.ndarray]:
@@ -132,15 +141,17 @@ class OpticalXYMachine:
         """Angles of every network spin for the present state, with quality figures."""
         est, saturated, clipped = self._read(lambda delta: self.layout.tile_settings(
             params, x, nudge_beta=beta, targets=targets, reference_piston=delta))
-        flags = est.flags(saturated=saturated, min_modulation=self.min_modulation)
+        flags = spot_flags(est, saturated, n_frames=self.n_steps if self.readout == "phase_shifting" else 1,
+                           noise_factor=self.noise_factor, dark_noise=self.dark_noise,
+                           modulation_ref=self.modulation_ref, residual_ref=self.residual_ref,
+                           min_modulation=self.min_modulation)
         theta = est.theta
         if self.calibration.path_offsets is not None:
             theta = theta - np.asarray(self.calibration.path_offsets)[:self.network.n_spins]
         inputs = self.network.inputs
         if len(inputs):
             theta = theta - np.angle(np.mean(np.exp(1j * (theta[inputs] - x))))
-        quality = {"modulation": est.modulation, "low_modulation": flags["low_modulation"],
-                   "saturated": flags["saturated"], "residual": est.residual}
+        quality = {"modulation": est.modulation, "residual": est.residual, **flags}
         return wrap(theta), quality, clipped
 
     # -- the seam -------------------------------------------------------------------------------------
@@ -160,7 +171,7 @@ class OpticalXYMachine:
         residual = np.zeros(n)
         modulation = np.zeros((n, net.n_spins))
         clipped = np.zeros(n, dtype=np.int64)
-        saturated, weak = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        flags = {name: np.zeros((n, net.n_spins), dtype=bool) for name in FLAGS}
         for b in range(n):
             beta, targets = (0.0, None) if nudge is None else (nudge.beta, np.atleast_2d(nudge.targets)[b])
             if starts is None:
@@ -169,11 +180,11 @@ class OpticalXYMachine:
                 eta, alpha, _ = self.layout.tile_settings(params, inputs[b], seed=starts[b])
                 self._show(eta, alpha)
             phases[b], q, clipped[b] = self._measure(params, inputs[b], beta, targets)
-            saturated[b], weak[b] = q["saturated"].any(), q["low_modulation"].any()
-            ok[b] = not (saturated[b] or weak[b])
+            for name in FLAGS:
+                flags[name][b] = q[name]
+            ok[b] = not any(q[name].any() for name in FLAGS)
             residual[b] = float(np.max(q["residual"])) if np.size(q["residual"]) else 0.0
             modulation[b] = q["modulation"]
         frames = self.n_steps if self.readout == "phase_shifting" else 1
         return Equilibrium(phases, ok, np.full(n, frames), residual,
-                           {"modulation": modulation, "clipped_tiles": clipped, "saturated": saturated,
-                            "low_modulation": weak})
+                           {"modulation": modulation, "clipped_tiles": clipped, **flags})

@@ -53,17 +53,6 @@ class PhaseEstimate:
         """
         return self.modulation / (self.residual + QUALITY_EPS)
 
-    def flags(self, saturated=None, min_modulation=None) -> dict[str, np.ndarray]:
-        """Boolean per-spot flags ``low_modulation`` and ``saturated``.
-
-        low_modulation: B < min_modulation (intensity units); when None, the threshold is 0.1 x median(B).
-        saturated: passed through from the frames (e.g. ``spot_values(...)[1]``); all False if None.
-        """
-        b = np.asarray(self.modulation, dtype=float)
-        thr = 0.1 * np.median(b) if min_modulation is None else float(min_modulation)
-        sat = np.zeros(b.shape, bool) if saturated is None else np.broadcast_to(np.asarray(saturated, bool), b.shape)
-        return {"low_modulation": b < thr, "saturated": sat.copy()}
-
 
 def _estimate(frames, deltas, a, c, s) -> PhaseEstimate:
     """Build a PhaseEstimate from fitted A, C, S; residual = sqrt(SSR / (N - 3)), 0 for N = 3."""
@@ -217,6 +206,54 @@ def pool_spots(estimate: PhaseEstimate, spots, carrier=(0.0, 0.0)) -> PhaseEstim
     z = avg(field)
     return PhaseEstimate(wrap(np.angle(z)), np.abs(z), avg(np.asarray(estimate.background, float)),
                          np.sqrt(avg(np.asarray(estimate.residual, float) ** 2)))
+
+
+#: Quality floors of a spot measurement (absolute, from the calibration where there is one).
+MIN_SNR = 5.0  # dead spot: fringe modulation below this many standard deviations of its noise ...
+DEAD_FRACTION = 0.05  # ... or below this fraction of the spot's calibrated modulation (only leaked light left)
+LOW_MODULATION_FRACTION = 0.25  # low modulation: below this fraction of the spot's calibrated modulation
+MISMATCH_RATIO = 4.0  # reference mismatch: fit residual above this multiple of the calibrated residual
+
+
+def pooled_noise(spots, pixel_noise) -> np.ndarray:
+    """Standard deviation (counts) of a weight-averaged spot value sum_x w_i I(x) / sum_x w_i when every pixel
+    has independent noise ``pixel_noise`` (scalar or (H, W)): sqrt(sum_x w_i^2 sigma(x)^2) / sum_x w_i."""
+    w = _weights(spots, np.shape(spots)[-2:])
+    var = np.broadcast_to(np.asarray(pixel_noise, dtype=float) ** 2, w.shape[-2:])
+    return np.sqrt(np.tensordot(w ** 2, var, axes=([1, 2], [0, 1]))) / w.sum(axis=(1, 2))
+
+
+def spot_flags(est: PhaseEstimate, saturated, *, n_frames: int, noise_factor, dark_noise=None,
+               modulation_ref=None, residual_ref=None, min_modulation=None) -> dict[str, np.ndarray]:
+    """Boolean flags per spot of a pooled phase-shifting (or off-axis) estimate.
+
+    * ``saturated``: passed through (a contributing pixel at the camera's full scale);
+    * ``dead_spot``: B < MIN_SNR * sigma_B, sigma_B = sqrt(2 / n_frames) * sigma_I, where sigma_I is the larger of
+      the fit's pooled residual (``est.residual * noise_factor``, noise_factor = sqrt(sum w^2) / sum w) and the
+      calibrated dark noise pooled over the spot (``dark_noise``, counts): the fringe is not measurably there;
+      or B < DEAD_FRACTION * ``modulation_ref``: what is left is light leaking in from neighbouring spots;
+    * ``low_modulation``: B < LOW_MODULATION_FRACTION * ``modulation_ref`` (the spot's calibrated modulation);
+      without one, B < ``min_modulation`` or, if that is None too, B < 0.1 * median(B) of the same frame;
+    * ``reference_mismatch``: the residual exceeds MISMATCH_RATIO * ``residual_ref`` (the calibrated residual):
+      the frames do not follow the reference steps (reference or SLM changed during the sequence).
+    """
+    b = np.asarray(est.modulation, dtype=float)
+    residual = np.nan_to_num(np.asarray(est.residual, dtype=float), nan=0.0)
+    sigma_i = residual * np.asarray(noise_factor, dtype=float)
+    if dark_noise is not None:
+        sigma_i = np.maximum(sigma_i, np.asarray(dark_noise, dtype=float))
+    dead = ~(b >= MIN_SNR * np.sqrt(2.0 / max(n_frames, 1)) * sigma_i) | (b <= 0)
+    if modulation_ref is not None:
+        ref = np.asarray(modulation_ref, dtype=float)
+        dead |= b < DEAD_FRACTION * ref
+        low = b < LOW_MODULATION_FRACTION * ref
+    else:
+        low = b < (0.1 * np.median(b) if min_modulation is None else float(min_modulation))
+    mismatch = np.zeros(b.shape, bool)
+    if residual_ref is not None and n_frames > 3:
+        mismatch = residual > MISMATCH_RATIO * np.asarray(residual_ref, dtype=float)
+    sat = np.broadcast_to(np.asarray(saturated, bool), b.shape).copy()
+    return {"saturated": sat, "dead_spot": dead, "low_modulation": low & ~dead, "reference_mismatch": mismatch & ~dead}
 
 
 def fix_gauge(theta, reference_index=None, reference_phase=0.0):

@@ -34,7 +34,7 @@ from ..core.costs import make_cost, predict
 from ..core.digital import DigitalXYMachine
 from ..core.ep import EPEstimate, ep_gradient
 from ..core.files import JsonlWriter, write_arrays_h5, write_json_atomic, write_text_atomic
-from ..core.machine import DeviceFault, XYMachine
+from ..core.machine import FLAGS, DeviceFault, XYMachine
 from ..core.network import Params
 from ..data.datasets import Dataset
 from .anglelog import AngleLog
@@ -43,7 +43,7 @@ from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .stopping import stop_on_signals
 
 RNG_NAMES = ("init", "shuffle", "train", "eval", "diag")
-COUNTERS = ("unconverged_train", "saturated", "low_modulation", "retries", "remeasured", "dropped", "skipped")
+COUNTERS = ("unconverged_train", *FLAGS, "retries", "remeasured", "dropped", "skipped")
 
 
 class TrainingFailed(RuntimeError):
@@ -87,10 +87,10 @@ def evaluate(machine: XYMachine, params: Params, data: Dataset, cost, rng: np.ra
 
 
 def _quality_counts(est: EPEstimate) -> dict[str, int]:
-    """Samples flagged saturated / weakly modulated by an optical readout, over all phases of a step."""
-    eqs = (est.free, *est.nudged)
-    return {k: sum(int(np.count_nonzero(np.asarray(e.quality[k]))) for e in eqs if k in e.quality)
-            for k in ("saturated", "low_modulation")}
+    """Measurements (samples, free and nudged phases of a step) with each readout flag on any spin."""
+    def flagged(eq, k):
+        return int(np.asarray(eq.quality[k], bool).reshape(eq.batch_size, -1).any(axis=1).sum())
+    return {k: sum(flagged(e, k) for e in (est.free, *est.nudged) if k in e.quality) for k in FLAGS}
 
 
 class Trainer:
@@ -216,11 +216,13 @@ class Trainer:
             for name, p in params.as_dict().items():
                 if not np.all(np.isfinite(p)):
                     raise FloatingPointError(f"parameters {name!r} became non-finite at step {s.step + 1}")
-            if est.skipped:
-                warnings.warn(f"step {s.step + 1} skipped: only {len(est.kept) - est.n_dropped} of "
-                              f"{len(est.kept)} samples measured cleanly (session.min_good_fraction = "
-                              f"{self.cfg.session.min_good_fraction})", RuntimeWarning, stacklevel=2)
             quality = _quality_counts(est)
+            if est.skipped:
+                named = ", ".join(f"{k} {n}" for k, n in quality.items() if n) or "none, not converged"
+                warnings.warn(f"step {s.step + 1} skipped: {len(est.kept) - est.n_dropped} of {len(est.kept)} "
+                              f"samples measured cleanly (flagged free and nudged measurements: {named}; "
+                              f"session.min_good_fraction = {self.cfg.session.min_good_fraction})",
+                              RuntimeWarning, stacklevel=2)
             record = {"kind": "step", "step": s.step + 1, "epoch": s.epoch, "batch": s.batch + 1,
                       "cost": None if est.skipped else est.cost, "unconverged": est.n_unconverged, **quality,
                       "remeasured": est.remeasured, "dropped": est.n_dropped, "skipped": est.skipped,
@@ -238,7 +240,7 @@ class Trainer:
                 c["epoch_cost_sum"] += est.cost
                 c["epoch_steps"] += 1
             for k, n in quality.items():
-                c[k] += n
+                c[k] = c.get(k, 0) + n
             self._commit(time.perf_counter() - t0)
             bar.set_postfix({"epoch": f"{s.epoch}/{self.cfg.epochs}", "cost": f"{est.cost:.3f}",
                              **({"dropped": c["dropped"]} if c["dropped"] else {}),
@@ -333,7 +335,7 @@ class Trainer:
                    "best_test_accuracy": s.best["test_accuracy"] if s.best else None,
                    "best_epoch": s.best["epoch"] if s.best else None,
                    "unconverged_train_relaxations": c["unconverged_train"],
-                   "saturated_samples": c["saturated"], "low_modulation_samples": c["low_modulation"],
+                   **{f"{k}_samples": c.get(k, 0) for k in FLAGS},
                    "remeasured_samples": c.get("remeasured", 0), "dropped_samples": c.get("dropped", 0),
                    "skipped_steps": c.get("skipped", 0), "device_retries": c["retries"], "wall_time_s": s.wall_s}
         if self.out_dir is not None:
