@@ -156,8 +156,9 @@ def test_spot_integration_on_axis_and_flags():
     # relative fallback without a calibrated reference: below 0.1 x the median modulation of the frame
     relative = spot_flags(est, sat, n_frames=4, noise_factor=1e-3)
     np.testing.assert_array_equal(relative["low_modulation"] | relative["dead_spot"], [False, False, False, True])
-    # a clipped spot's frames do not fit the fringe model: with per-value noise its residual makes it "dead" too
-    assert spot_flags(est, sat, n_frames=4, noise_factor=1.0)["dead_spot"][1]
+    # a clipped spot's frames do not fit the fringe model, yet it is flagged saturated only, never dead
+    clipped_flags = spot_flags(est, sat, n_frames=4, noise_factor=1.0)
+    assert clipped_flags["saturated"][1] and not clipped_flags["dead_spot"][1]
     # Unsaturated, well-modulated spots read their true phase from spot-integrated values.
     ok = [0, 2]
     np.testing.assert_allclose(angle_diff(est.theta[ok], thetas[ok]), 0, atol=1e-6)
@@ -196,7 +197,7 @@ def test_absolute_floors_against_the_calibrated_references():
     np.testing.assert_array_equal(flags["low_modulation"], [False, True, False, False, False])   # 20 < 25
     np.testing.assert_array_equal(flags["reference_mismatch"], [False, False, True, False, False])  # 9 > 4 x 1
     # 0.3 < 5 x 0.71 x 0.2 (noise); 4 > that noise floor but < 5 % of the calibrated 100 (leaked light)
-    np.testing.assert_array_equal(flags["dead_spot"], [False, False, False, True, True])
+    np.testing.assert_array_equal(flags["dead_spot"], [False, False, False, False, True])  # spot 3: saturated only
     np.testing.assert_array_equal(flags["saturated"], [False, False, False, True, False])
     frozen = readout.PhaseEstimate(np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2))  # identical frames
     assert spot_flags(frozen, False, n_frames=4, noise_factor=0.1)["dead_spot"].all()

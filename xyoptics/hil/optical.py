@@ -19,6 +19,12 @@ not above its noise), low modulation (below a quarter of the spot's calibrated m
 (fit residual far above the calibrated one) -- and how many tiles had to be clipped at full efficiency. With a
 calibration the frames are read with the dark frame subtracted and with the calibrated spot widths.
 
+Liveness and drift: a phase-shifting measurement in which no spot followed the reference steps (every spot dead)
+means the rig did not respond to the SLM image, and raises ``DeviceFault`` (training retries, then stops
+safely). Every measurement is re-referenced by the clamped inputs; the global phase removed
+(``quality["reference_phase"]``, rad) and the median ratio of the spots' modulation to their calibrated one
+(``quality["modulation_ratio"]``, tracks laser power and reference drift) are reported per sample.
+
 A device that fails (an SLM write or a frame grab raising, e.g. a camera timeout) raises ``DeviceFault``.
 ``park()`` leaves the SLM blank (flat phase: no couplings, fields or injections). Devices that can be replayed
 (the simulated rig) lend their state to ``state_dict()`` for training checkpoints.
@@ -145,14 +151,20 @@ class OpticalXYMachine:
                            noise_factor=self.noise_factor, dark_noise=self.dark_noise,
                            modulation_ref=self.modulation_ref, residual_ref=self.residual_ref,
                            min_modulation=self.min_modulation)
+        if flags["dead_spot"].all() and self.readout == "phase_shifting":
+            raise DeviceFault(f"the rig did not respond to the SLM: no spot followed the reference steps "
+                              f"(largest fringe modulation {float(np.max(est.modulation)):.3g} counts); a frozen "
+                              f"SLM, a blocked beam or a camera that no longer sees the spots")
         theta = est.theta
         if self.calibration.path_offsets is not None:
             theta = theta - np.asarray(self.calibration.path_offsets)[:self.network.n_spins]
         inputs = self.network.inputs
-        if len(inputs):
-            theta = theta - np.angle(np.mean(np.exp(1j * (theta[inputs] - x))))
-        quality = {"modulation": est.modulation, "residual": est.residual, **flags}
-        return wrap(theta), quality, clipped
+        gauge = float(np.angle(np.mean(np.exp(1j * (theta[inputs] - x))))) if len(inputs) else 0.0
+        ratio = (float(np.median(est.modulation / self.modulation_ref)) if self.modulation_ref is not None
+                 else float("nan"))
+        quality = {"modulation": est.modulation, "residual": est.residual, "reference_phase": gauge,
+                   "modulation_ratio": ratio, **flags}
+        return wrap(theta - gauge), quality, clipped
 
     # -- the seam -------------------------------------------------------------------------------------
     def equilibrate(self, params: Params, inputs: np.ndarray, *, nudge: Nudge | None = None,
@@ -171,6 +183,7 @@ class OpticalXYMachine:
         residual = np.zeros(n)
         modulation = np.zeros((n, net.n_spins))
         clipped = np.zeros(n, dtype=np.int64)
+        drift = {"reference_phase": np.zeros(n), "modulation_ratio": np.zeros(n)}
         flags = {name: np.zeros((n, net.n_spins), dtype=bool) for name in FLAGS}
         for b in range(n):
             beta, targets = (0.0, None) if nudge is None else (nudge.beta, np.atleast_2d(nudge.targets)[b])
@@ -185,6 +198,8 @@ class OpticalXYMachine:
             ok[b] = not any(q[name].any() for name in FLAGS)
             residual[b] = float(np.max(q["residual"])) if np.size(q["residual"]) else 0.0
             modulation[b] = q["modulation"]
+            for name in drift:
+                drift[name][b] = q[name]
         frames = self.n_steps if self.readout == "phase_shifting" else 1
         return Equilibrium(phases, ok, np.full(n, frames), residual,
-                           {"modulation": modulation, "clipped_tiles": clipped, **flags})
+                           {"modulation": modulation, "clipped_tiles": clipped, **drift, **flags})

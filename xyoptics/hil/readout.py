@@ -227,7 +227,8 @@ def spot_flags(est: PhaseEstimate, saturated, *, n_frames: int, noise_factor, da
                modulation_ref=None, residual_ref=None, min_modulation=None) -> dict[str, np.ndarray]:
     """Boolean flags per spot of a pooled phase-shifting (or off-axis) estimate.
 
-    * ``saturated``: passed through (a contributing pixel at the camera's full scale);
+    * ``saturated``: passed through (a contributing pixel at the camera's full scale); a saturated spot gets no
+      other flag (its clipped fringes do not fit the model, which says nothing more);
     * ``dead_spot``: B < MIN_SNR * sigma_B, sigma_B = sqrt(2 / n_frames) * sigma_I, where sigma_I is the larger of
       the fit's pooled residual (``est.residual * noise_factor``, noise_factor = sqrt(sum w^2) / sum w) and the
       calibrated dark noise pooled over the spot (``dark_noise``, counts): the fringe is not measurably there;
@@ -253,7 +254,9 @@ def spot_flags(est: PhaseEstimate, saturated, *, n_frames: int, noise_factor, da
     if residual_ref is not None and n_frames > 3:
         mismatch = residual > MISMATCH_RATIO * np.asarray(residual_ref, dtype=float)
     sat = np.broadcast_to(np.asarray(saturated, bool), b.shape).copy()
-    return {"saturated": sat, "dead_spot": dead, "low_modulation": low & ~dead, "reference_mismatch": mismatch & ~dead}
+    dead &= ~sat  # a clipped spot's fringes do not fit, but it is bright, not dead
+    return {"saturated": sat, "dead_spot": dead, "low_modulation": low & ~dead & ~sat,
+            "reference_mismatch": mismatch & ~dead & ~sat}
 
 
 def fix_gauge(theta, reference_index=None, reference_phase=0.0):

@@ -93,6 +93,17 @@ def _quality_counts(est: EPEstimate) -> dict[str, int]:
     return {k: sum(flagged(e, k) for e in (est.free, *est.nudged) if k in e.quality) for k in FLAGS}
 
 
+def _drift(est: EPEstimate) -> dict:
+    """Optical drift over a step's free measurements: the reference phase the inputs re-referenced (circular
+    mean, rad) and the median ratio of spot modulation to its calibrated value (laser power and reference)."""
+    q = est.free.quality
+    if "reference_phase" not in q:
+        return {}
+    ratio = np.asarray(q["modulation_ratio"], dtype=float)
+    return {"reference_phase_rad": round(float(np.angle(np.mean(np.exp(1j * q["reference_phase"])))), 4),
+            "modulation_ratio": round(float(np.median(ratio)), 4) if np.isfinite(ratio).all() else None}
+
+
 class Trainer:
     """One training run of ``cfg`` on ``machine``, resumable from its run folder ``out_dir``.
 
@@ -226,7 +237,8 @@ class Trainer:
             record = {"kind": "step", "step": s.step + 1, "epoch": s.epoch, "batch": s.batch + 1,
                       "cost": None if est.skipped else est.cost, "unconverged": est.n_unconverged, **quality,
                       "remeasured": est.remeasured, "dropped": est.n_dropped, "skipped": est.skipped,
-                      "retries": retries, "wall_s": round(self._wall_base + time.perf_counter() - t0, 3)}
+                      **_drift(est), "retries": retries,
+                      "wall_s": round(self._wall_base + time.perf_counter() - t0, 3)}
             self._log(record)
             if self.angles is not None:
                 self.angles.add(s.step + 1, samples, est)
