@@ -2,9 +2,11 @@
 
 Spot map. With every spin injection-locked and the reference stepped through four pistons, per-pixel phase
 shifting gives the fringe modulation B(x) = 2 |a_i g_i(x)| r, proportional to each spot's field profile. In a
-window of one spot pitch around each nominal centre, the B-weighted centroid is the spot centre (pixels, row
-and column) and the B-weighted variance per axis, s^2 = 2 sigma^2 for a Gaussian intensity spot of width sigma,
-gives the width. (slmsuite's Fourier calibration maps SLM k-space to camera pixels for holograms; the spins'
+window of one spot pitch around each nominal centre, the B-weighted variance per axis, s^2 = 2 sigma^2 for a
+Gaussian intensity spot of width sigma, gives the width, and the B-weighted centroid a first centre; the centre
+is then refined twice as the centroid within 2.5 widths of the previous one, which keeps a displaced spot's own
+tail in and its neighbours' tails out (centre error 0.11 px rms on the default rig, 0.25 px with twice its
+spot jitter). (slmsuite's Fourier calibration maps SLM k-space to camera pixels for holograms; the spins'
 spots here are fixed by the optics, not steered by the SLM, so it does not apply.)
 
 Path offsets. With every spin locked to phase 0, the read angle of spin i is o_i minus a common reference
@@ -40,17 +42,27 @@ def measure_spot_map(session: RigSession, repeats: int = 2) -> tuple[dict, dict]
     centres = np.zeros((session.n_spins, 2))
     widths = np.zeros(session.n_spins)
     for i, (r0, c0) in enumerate(layout.spot_centres):
-        window = (np.abs(rows - r0) <= pitch / 2) & (np.abs(cols - c0) <= pitch / 2)
-        w = np.where(window, modulation, 0.0)
-        w = np.where(w > 0.02 * w.max(), w, 0.0)  # ignore the noise floor
-        total = w.sum()
-        cy, cx = (w * rows).sum() / total, (w * cols).sum() / total
-        var = ((w * ((rows - cy) ** 2 + (cols - cx) ** 2)).sum() / total) / 2
+        box = (np.abs(rows - r0) <= pitch / 2) & (np.abs(cols - c0) <= pitch / 2)
+        cy, cx, widths[i] = _centroid(modulation, rows, cols, box)
+        radius = 2.5 * min(widths[i], pitch / 4)
+        for _ in range(2):  # then a disc around the estimate: the spot's own tail in, its neighbours' tails out
+            disc = (rows - cy) ** 2 + (cols - cx) ** 2 <= radius ** 2
+            cy, cx, _ = _centroid(modulation, rows, cols, disc)
         centres[i] = cy, cx
-        widths[i] = np.sqrt(var / 2)
     quality = {"min_modulation_counts": float(min(modulation[tuple(np.round(c).astype(int))] for c in centres)),
                "max_shift_px": float(np.max(np.hypot(*(centres - layout.spot_centres).T)))}
     return {"centres": centres, "widths": widths}, quality
+
+
+def _centroid(modulation, rows, cols, window) -> tuple[float, float, float]:
+    """B-weighted centre (row, col) and width (px) of the fringe modulation inside ``window``, with the noise
+    floor (below 2 % of the window's peak) ignored."""
+    w = np.where(window, modulation, 0.0)
+    w = np.where(w > 0.02 * w.max(), w, 0.0)
+    total = w.sum()
+    cy, cx = (w * rows).sum() / total, (w * cols).sum() / total
+    var = ((w * ((rows - cy) ** 2 + (cols - cx) ** 2)).sum() / total) / 2
+    return float(cy), float(cx), float(np.sqrt(var / 2))
 
 
 def measure_path_offsets(session: RigSession, repeats: int = 4) -> tuple[dict, dict]:
