@@ -213,13 +213,11 @@ def test_cli_calibrate_then_train_records_the_files_used(calibrated, tmp_path, c
     assert not (tmp_path / "refused").exists()
 
 
-@pytest.mark.parametrize("variant", ["offsets", "noisy"])
-def test_quick_procedures_meet_their_targets_on_harder_rigs(variant, tmp_path):
-    """Rigs with other hidden imperfections than the default (experiments/rigs/variant-*.yaml: here twice the spot
-    jitter and path offsets, and more noise with a slower SLM): settle time, spot map, gray->phase table and path
-    offsets still meet their targets. (Transfer and training on all four variants
-    are measured in docs/rig.md; they take minutes.)"""
-    rig = load_rig(ROOT / "experiments" / "rigs" / f"variant-{variant}.yaml")
+def test_quick_procedures_meet_their_targets_on_a_harder_rig(tmp_path):
+    """A rig with other hidden imperfections than the default (experiments/rigs/variant-offsets.yaml: twice the
+    spot jitter, larger path offsets and width spread): settle time, spot map, gray->phase table and path offsets
+    still meet their targets. (All procedures, and training, on all four variants are measured in docs/rig.md.)"""
+    rig = load_rig(ROOT / "experiments" / "rigs" / "variant-offsets.yaml")
     report = run_calibration(rig, NET, tmp_path, only=["settle", "gray_phase", "spot_map", "path_offsets"],
                              progress=False)
     errors = {name: r["truth_error"] for name, r in report["results"].items()}
