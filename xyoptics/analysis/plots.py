@@ -147,7 +147,8 @@ def plot_learning_curves(metrics: list[dict], path) -> Path:
     train cost (plus test cost where recorded). Missing keys are skipped."""
     if not metrics:
         raise ValueError("no metrics records to plot")
-    fig = Figure(figsize=(9.0, 3.4), layout="constrained")
+    fig = Figure(figsize=(9.0, 3.4))  # fixed margins: a constrained layout would double the drawing time
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.15, top=0.9, wspace=0.25)
     ax_acc, ax_cost = fig.subplots(1, 2)
     marker = "o" if len(metrics) <= 30 else None
 
