@@ -2,10 +2,12 @@
 start, then dropped; a step with too few clean samples makes no update; all of it is counted."""
 
 import json
+import signal
 import warnings
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import random_params
 from xyoptics.config import TrainConfig
@@ -15,6 +17,7 @@ from xyoptics.core.digital import DigitalXYMachine
 from xyoptics.core.ep import ep_gradient
 from xyoptics.core.machine import Equilibrium
 from xyoptics.data.datasets import xor
+from xyoptics.lab.session import run_session
 from xyoptics.lab.trainer import Trainer
 
 
@@ -133,3 +136,20 @@ def test_the_trainer_counts_drops_and_skips(tmp_path):
     init = inner.network.init_params(np.random.default_rng(np.random.SeedSequence(0).spawn(5)[0]),
                                      strict.init.coupling_std, strict.init.bias_max)
     np.testing.assert_array_equal(result.params.w, init.w)  # no step moved a parameter
+
+
+def test_a_run_started_before_the_new_session_settings_still_resumes(tmp_path):
+    """A run folder whose config.yaml predates session.max_remeasure / min_good_fraction resumes with their
+    defaults: the saved config is compared after validation."""
+    def stop_after_two(state):
+        if state.step == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    first = run_session(config(), tmp_path / "run", progress=False, on_step=stop_after_two)
+    assert first.summary["steps_completed"] == 2
+    path = tmp_path / "run" / "config.yaml"
+    old = yaml.safe_load(path.read_text())
+    for key in ("max_remeasure", "min_good_fraction"):
+        del old["session"][key]
+    path.write_text(yaml.safe_dump(old, sort_keys=False))
+    assert run_session(None, tmp_path / "run", progress=False, resume=True).summary["status"] == "completed"

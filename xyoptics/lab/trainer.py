@@ -148,8 +148,9 @@ class Trainer:
     def _restore(self) -> TrainState:
         if self.out_dir is None:
             raise ValueError("resuming needs the run folder")
-        saved = yaml.safe_load((self.out_dir / "config.yaml").read_text())
-        if saved != self.cfg.model_dump(mode="json"):
+        # compared after validation, so settings added since the run started take their defaults on both sides
+        saved = TrainConfig.model_validate(yaml.safe_load((self.out_dir / "config.yaml").read_text()))
+        if saved.model_dump(mode="json") != self.cfg.model_dump(mode="json"):
             raise ConfigError(f"{self.out_dir}: the config differs from the one the run was started with")
         state = load_checkpoint(self.out_dir)
         for stray in self.out_dir.glob(".*.tmp"):  # left by a process killed while writing
