@@ -104,8 +104,8 @@ def ep_gradient(machine: XYMachine, params: Params, inputs: np.ndarray, targets:
         good, remeasured = _usable(free, nudged), remeasured + len(bad)
     kept = np.flatnonzero(good)
     out = machine.network.outputs
-    costs = cost.value(free.phases[kept][:, out].astype(np.float64), y[kept]) if len(kept) else np.array([])
-    free_cost = float(np.mean(costs)) if len(kept) else float("nan")
+    free_cost = (float(np.mean(cost.value(free.phases[kept][:, out].astype(np.float64), y[kept])))
+                 if len(kept) else float("nan"))
     if not len(kept) or len(kept) < min_good_fraction * len(x):
         return EPEstimate(None, free, nudged, free_cost, good, remeasured)
     top = _mean_param_gradient(machine, params, nudged[0], kept)

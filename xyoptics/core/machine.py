@@ -34,7 +34,7 @@ class Nudge:
     cost: Cost
 
 
-#: Per-sample boolean quality figures that make a measurement unusable when true (optical readout flags).
+#: Boolean quality flags (per sample, or per sample and spin) that make a measurement unusable when set.
 FLAGS = ("saturated", "low_modulation", "dead_spot", "reference_mismatch")
 
 
@@ -61,13 +61,18 @@ class Equilibrium:
     def batch_size(self) -> int:
         return len(self.phases)
 
+    def flagged(self, name: str) -> np.ndarray:
+        """Boolean per sample: quality flag ``name`` is set on any spin (all False when not measured)."""
+        if name not in self.quality:
+            return np.zeros(self.batch_size, dtype=bool)
+        return np.asarray(self.quality[name], dtype=bool).reshape(self.batch_size, -1).any(axis=1)
+
     @property
     def usable(self) -> np.ndarray:
         """Boolean per sample: converged and not flagged by any quality check in ``FLAGS``."""
         ok = np.asarray(self.converged, dtype=bool).copy()
         for name in FLAGS:
-            if name in self.quality:
-                ok &= ~np.asarray(self.quality[name], dtype=bool).reshape(len(ok), -1).any(axis=1)
+            ok &= ~self.flagged(name)
         return ok
 
     def with_rows(self, rows: np.ndarray, other: "Equilibrium") -> "Equilibrium":

@@ -223,15 +223,24 @@ def pooled_noise(spots, pixel_noise) -> np.ndarray:
     return np.sqrt(np.tensordot(w ** 2, var, axes=([1, 2], [0, 1]))) / w.sum(axis=(1, 2))
 
 
+def modulation_noise(est: PhaseEstimate, n_frames: int, noise_factor, dark_noise=None) -> np.ndarray:
+    """Standard deviation sigma_B (counts) of each spot's pooled fringe modulation: sqrt(2 / n_frames) * sigma_I,
+    sigma_I the larger of the fit's pooled residual (``est.residual * noise_factor``, noise_factor =
+    sqrt(sum w^2) / sum w) and the calibrated dark noise pooled over the spot (``dark_noise``, counts)."""
+    residual = np.nan_to_num(np.asarray(est.residual, dtype=float), nan=0.0)
+    sigma_i = residual * np.asarray(noise_factor, dtype=float)
+    if dark_noise is not None:
+        sigma_i = np.maximum(sigma_i, np.asarray(dark_noise, dtype=float))
+    return np.sqrt(2.0 / max(n_frames, 1)) * sigma_i
+
+
 def spot_flags(est: PhaseEstimate, saturated, *, n_frames: int, noise_factor, dark_noise=None,
                modulation_ref=None, residual_ref=None, min_modulation=None) -> dict[str, np.ndarray]:
     """Boolean flags per spot of a pooled phase-shifting (or off-axis) estimate.
 
     * ``saturated``: passed through (a contributing pixel at the camera's full scale); a saturated spot gets no
       other flag (its clipped fringes do not fit the model, which says nothing more);
-    * ``dead_spot``: B < MIN_SNR * sigma_B, sigma_B = sqrt(2 / n_frames) * sigma_I, where sigma_I is the larger of
-      the fit's pooled residual (``est.residual * noise_factor``, noise_factor = sqrt(sum w^2) / sum w) and the
-      calibrated dark noise pooled over the spot (``dark_noise``, counts): the fringe is not measurably there;
+    * ``dead_spot``: B < MIN_SNR * sigma_B (``modulation_noise``): the fringe is not measurably there;
       or B < DEAD_FRACTION * ``modulation_ref``: what is left is light leaking in from neighbouring spots;
     * ``low_modulation``: B < LOW_MODULATION_FRACTION * ``modulation_ref`` (the spot's calibrated modulation);
       without one, B < ``min_modulation`` or, if that is None too, B < 0.1 * median(B) of the same frame;
@@ -240,10 +249,7 @@ def spot_flags(est: PhaseEstimate, saturated, *, n_frames: int, noise_factor, da
     """
     b = np.asarray(est.modulation, dtype=float)
     residual = np.nan_to_num(np.asarray(est.residual, dtype=float), nan=0.0)
-    sigma_i = residual * np.asarray(noise_factor, dtype=float)
-    if dark_noise is not None:
-        sigma_i = np.maximum(sigma_i, np.asarray(dark_noise, dtype=float))
-    dead = ~(b >= MIN_SNR * np.sqrt(2.0 / max(n_frames, 1)) * sigma_i) | (b <= 0)
+    dead = ~(b >= MIN_SNR * modulation_noise(est, n_frames, noise_factor, dark_noise)) | (b <= 0)
     if modulation_ref is not None:
         ref = np.asarray(modulation_ref, dtype=float)
         dead |= b < DEAD_FRACTION * ref

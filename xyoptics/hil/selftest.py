@@ -7,9 +7,9 @@ stages, in order; the first that fails raises ``SelfTestFailed`` naming itself:
    fringe modulation B (counts) must grow at least ``LIGHT_RATIO`` times. Skipped (and reported so) when the
    rig has no shutter.
 2. ``reference``: every spin locked at phase 0 by its clamp tile while the reference piston steps through the
-   phase-shifting sequence. Each spot must be modulated: B_i >= ``MIN_SNR`` * sigma_B with sigma_B =
-   sqrt(2/N) * sigma_I, sigma_I the per-frame intensity noise of the fit (or, when the fit is exact, 1e-3 of the
-   brightest spot's B). No reference beam, no light or a frozen camera fail here.
+   phase-shifting sequence. Each spot must be modulated: B_i >= ``MIN_SNR`` * sigma_B with sigma_B the noise
+   of the pooled modulation as the readout judges it (``readout.modulation_noise``: the fit residual pooled
+   over the spot, or the calibrated dark noise; when the fit is exact, 1e-3 of the brightest spot's B). No reference beam, no light or a frozen camera fail here.
 3. ``pilot``: a pilot spin locked in turn at 0, pi/2, pi and 3 pi/2 next to a gauge spin locked at 0. The read
    phase difference must follow the written one, |wrap((d_m - d_0) - m pi/2)| <= ``PILOT_TOL_RAD``. A frozen
    SLM, a camera that does not see the spins, or a device pair without XY physics fails here.
@@ -21,6 +21,7 @@ import numpy as np
 
 from ..core.angles import wrap
 from ..core.machine import DeviceFault
+from .readout import modulation_noise
 
 LIGHT_RATIO = 10.0  # open / closed median fringe modulation
 MIN_SNR = 10.0  # fringe modulation over its noise, per spot
@@ -36,10 +37,10 @@ class SelfTestFailed(DeviceFault):
         self.stage = stage
 
 
-def _modulation_noise(est, n_steps: int) -> np.ndarray:
-    """sigma_B per spot (counts) from the phase-shifting residual; a floor where the fit is exact."""
-    residual = np.nan_to_num(np.asarray(est.residual, dtype=float), nan=0.0)
-    sigma = np.sqrt(2.0 / max(n_steps, 1)) * residual
+def _modulation_noise(machine, est) -> np.ndarray:
+    """sigma_B per spot (counts) as the readout judges it (``readout.modulation_noise``), with a floor where the
+    fit is exact (a noiseless rig): 1e-3 of the brightest spot's modulation / MIN_SNR."""
+    sigma = modulation_noise(est, machine.n_steps, machine.noise_factor, machine.dark_noise)
     return np.maximum(sigma, max(1e-3 * float(np.max(est.modulation, initial=0.0)) / MIN_SNR, 1e-12))
 
 
@@ -64,7 +65,7 @@ def check_dark(machine, shutter) -> dict:
 
 def check_reference(machine) -> dict:
     est, saturated = machine.read_clamped(np.zeros(machine.network.n_spins))
-    noise = _modulation_noise(est, machine.n_steps)
+    noise = _modulation_noise(machine, est)
     snr = np.asarray(est.modulation, dtype=float) / noise
     report = {"status": "ok", "min_snr": float(snr.min()), "median_modulation": float(np.median(est.modulation)),
               "saturated_spots": int(np.count_nonzero(saturated))}

@@ -88,9 +88,7 @@ def evaluate(machine: XYMachine, params: Params, data: Dataset, cost, rng: np.ra
 
 def _quality_counts(est: EPEstimate) -> dict[str, int]:
     """Measurements (samples, free and nudged phases of a step) with each readout flag on any spin."""
-    def flagged(eq, k):
-        return int(np.asarray(eq.quality[k], bool).reshape(eq.batch_size, -1).any(axis=1).sum())
-    return {k: sum(flagged(e, k) for e in (est.free, *est.nudged) if k in e.quality) for k in FLAGS}
+    return {k: sum(int(e.flagged(k).sum()) for e in (est.free, *est.nudged)) for k in FLAGS}
 
 
 def _drift(est: EPEstimate) -> dict:
