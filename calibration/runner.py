@@ -33,7 +33,7 @@ from .store import CalibrationRecord, CalibrationStore, Hardware
 from .timing import measure_settle_time, settle_truth_error
 from .transfer import measure_transfer, transfer_truth_error
 
-SETTLE_MARGIN = 1.2  # wait this multiple of the measured settle time
+SETTLE_MARGIN = 1.5  # wait this multiple of the measured settle time (see calibration.timing)
 
 
 @dataclass(frozen=True)

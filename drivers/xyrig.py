@@ -3,7 +3,10 @@
 Its only input is the integer image an SLM displays; its only output the camera frames. In between:
 
 * SLM: gray level g (of 2^bits) becomes phase sign * 2 pi f(g / 2^bits) with a hidden, slightly nonlinear
-  f(x) = x + a sin(2 pi x) / (2 pi); the new image takes effect ``settle_time_s`` after the write.
+  f(x) = x + a sin(2 pi x) / (2 pi). The liquid crystal follows a write exponentially: a pixel's phase is
+  p(t) = p_new + (p_then - p_new) exp(-(t - t_write) / tau), where p_then is what the pixel showed at the write,
+  so a write during settling starts from a partly updated image. ``settle_time_s`` is the time to a 1 %
+  residual, tau = settle_time_s / ln 100; a residual under 1e-6 (after 3 settle times) counts as settled.
 * Tiles (see ``xyoptics.hil.layout``): each tile's first diffraction order, plus crosstalk chi times its four
   neighbours' orders, times a hidden per-tile gain, sets the physical couplings W_b = G eta cos(arg) and the
   injected fields (bias, clamp, nudge) G eta e^{i arg} on each spin.
@@ -34,6 +37,8 @@ from xyoptics.hil.clock import VirtualClock
 from xyoptics.hil.layout import Layout, LayoutConfig, RigTopology, nominal_spot_centres
 
 LOCK_RATIO = 20.0
+SETTLED_RESIDUAL = 0.01  # residual of the liquid-crystal response at the settle time
+SNAP_RESIDUAL = 1e-6  # below this residual the new image is in effect exactly
 _ENGINES: "weakref.WeakValueDictionary[str, XYRigEngine]" = weakref.WeakValueDictionary()
 
 
@@ -121,7 +126,10 @@ class XYRigEngine:
         self.reference_amplitude = reference_amplitude
         self.light = True  # False: beam blocked (the simulated shutter xyshutter://<rig_name> switches this)
         _ENGINES[rig_name] = self
-        self._pending: tuple[float, np.ndarray] | None = None
+        self._from: np.ndarray | None = None  # the image the pixels showed at the last write (None: flat)
+        self._target: np.ndarray | None = None  # the image last written
+        self._written_at = 0.0
+        self._applied_key: tuple | None = None  # (write time, response time) of the image the spins relaxed under
         self._failing_frames = 0
         self._reference = 0.0 + 0.0j
         self._last_time = self.clock.now()
@@ -134,12 +142,30 @@ class XYRigEngine:
 
     # -- SLM side -------------------------------------------------------------------------------------
     def display(self, gray: np.ndarray, gamma_sign: float, bitresolution: int) -> None:
-        """Receive a displayed integer image; it takes effect after the true settle time (an earlier image
-        whose settle time has passed acts first)."""
+        """Receive a displayed integer image. The pixels start moving from what they show now (which may be a
+        partly settled earlier image) towards it, with the liquid crystal's exponential response."""
         self._advance()
+        now = self.clock.now()
         x = np.asarray(gray, dtype=np.float64) / bitresolution
         f = x + self.truth.gamma_a * np.sin(2 * np.pi * x) / (2 * np.pi)
-        self._pending = (self.clock.now() + self.truth.settle_time_s, gamma_sign * 2 * np.pi * f)
+        self._from = self.shown(now)
+        self._target, self._written_at = gamma_sign * 2 * np.pi * f, now
+
+    def _response(self, now: float) -> float:
+        """Residual of the last write, exp(-(t - t_write) / tau); 0 once under ``SNAP_RESIDUAL``."""
+        tau = self.truth.settle_time_s / np.log(1 / SETTLED_RESIDUAL)
+        residual = float(np.exp(-max(now - self._written_at, 0.0) / tau))
+        return 0.0 if residual < SNAP_RESIDUAL else residual
+
+    def shown(self, now: float) -> np.ndarray | None:
+        """The phase image (rad) the pixels show at time ``now`` (hidden truth; None: nothing written yet)."""
+        if self._target is None:
+            return None
+        residual = self._response(now)
+        if residual == 0.0:
+            return self._target
+        start = np.zeros_like(self._target) if self._from is None else self._from
+        return self._target + residual * (start - self._target)
 
     # -- dynamics -------------------------------------------------------------------------------------
     def _tile_orders(self, phase_image: np.ndarray) -> np.ndarray:
@@ -164,8 +190,9 @@ class XYRigEngine:
         return np.abs(c) * c
 
     def displayed(self) -> np.ndarray | None:
-        """The phase image most recently written (hidden truth: after the gray -> phase response)."""
-        return None if self._pending is None else self._pending[1]
+        """The phase image most recently written, as it shows once settled (hidden truth: after the
+        gray -> phase response)."""
+        return self._target
 
     def _apply(self, phase_image: np.ndarray) -> None:
         g, t = self.layout_config.gains, self.tiles
@@ -216,22 +243,30 @@ class XYRigEngine:
         if dt:
             self.truth.reference_phase += self.imp.drift_phase_rad * np.sqrt(dt) * self.rng.normal()
             self.truth.power *= float(np.exp(self.imp.drift_power * np.sqrt(dt) * self.rng.normal()))
-        if self._pending is not None and now >= self._pending[0]:
-            self._apply(self._pending[1])
-            self._pending = None
+        if self._target is None:
+            return
+        residual = self._response(now)
+        key = (self._written_at, residual)
+        if key != self._applied_key:  # the spins relax under the image shown now
+            self._apply(self.shown(now))
+            self._applied_key = key
 
     # -- replay and faults -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """The dynamic state -- noise generator, spin phases, drifts, the image in flight and, on a virtual
-        clock, the time -- so that a checkpointed simulation continues exactly as it would have."""
+        """The dynamic state -- noise generator, spin phases, drifts, the images in transition and, on a
+        virtual clock, the time -- so that a checkpointed simulation continues exactly as it would have."""
         tr = self.truth
         state = {"rng": self.rng.bit_generator.state, "phases": tr.phases.copy(),
                  "reference_phase": float(tr.reference_phase), "power": float(tr.power),
                  "reference": [float(self._reference.real), float(self._reference.imag)]}
         if isinstance(self.clock, VirtualClock):
             state.update(time=self.clock.t, last_time=float(self._last_time))
-        if self._pending is not None:
-            state.update(pending_time=float(self._pending[0]), pending_image=self._pending[1].copy())
+        if self._target is not None:
+            state.update(written_at=float(self._written_at), target_image=self._target.copy())
+            if self._applied_key is not None:
+                state.update(applied_key=list(self._applied_key))
+            if self._from is not None:
+                state.update(from_image=self._from.copy())
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -242,8 +277,11 @@ class XYRigEngine:
         self._reference = complex(*state["reference"])
         if "time" in state and isinstance(self.clock, VirtualClock):
             self.clock.t, self._last_time = float(state["time"]), float(state["last_time"])
-        self._pending = ((float(state["pending_time"]), np.array(state["pending_image"]))
-                         if "pending_time" in state else None)
+        self._target = np.array(state["target_image"]) if "target_image" in state else None
+        self._from = np.array(state["from_image"]) if "from_image" in state else None
+        self._written_at = float(state.get("written_at", 0.0))
+        key = state.get("applied_key")
+        self._applied_key = None if key is None else tuple(float(k) for k in key)
 
     def fail_next_frames(self, n: int) -> None:
         """Fault injection: the next ``n`` frame grabs time out (TimeoutError), as a stalled camera would."""

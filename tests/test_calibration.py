@@ -12,7 +12,7 @@ import yaml
 
 from calibration.dark import dark_truth_error, measure_dark
 from calibration.gray_phase import gray_phase_truth_error, measure_gray_phase
-from calibration.runner import apply_to_slm, calibration_from, run_calibration
+from calibration.runner import SETTLE_MARGIN, apply_to_slm, calibration_from, run_calibration
 from calibration.session import CalibrationFailed, RigSession
 from calibration.spots import measure_path_offsets, measure_spot_map, path_offsets_truth_error, spot_map_truth_error
 from calibration.store import CalibrationStore
@@ -127,10 +127,16 @@ def test_transfer_over_the_range_against_hidden_truth(calibrated):
     assert errors[True] <= 0.03 and errors[True] < 0.6 * errors[False], errors
 
 
-def test_settle_time_within_20_percent_of_truth():
-    s = session(settle_factor=2.5)  # the SLM really needs 2.5x its nominal settle time
+@pytest.mark.parametrize("imperfections", [{}, {"read_noise_counts": 8.0, "drift_phase_rad": 0.05}])
+def test_settle_time_of_a_slow_slm_is_found(imperfections):
+    """The SLM really needs 2.5x its nominal settle time T_nom (time to a 1 % residual of its exponential
+    response). The camera stops seeing the transition at a residual of a few per cent, 0.6-1.1 T; with the
+    runner's margin the session waits at least T."""
+    s = session(settle_factor=2.5, **imperfections)
     result, _ = measure_settle_time(s)
-    assert abs(settle_truth_error(s.slm.engine.truth, result)["settle_rel_error"]) <= 0.2
+    rel = settle_truth_error(s.slm.engine.truth, result)["settle_rel_error"]
+    assert -0.4 <= rel <= 0.1 and SETTLE_MARGIN * (1 + rel) >= 0.95, rel
+    assert result["settle_time_s"] > 1.5 * s.slm.settle_time_s
 
 
 @pytest.mark.parametrize("procedure", [measure_spot_map, measure_path_offsets, measure_settle_time,

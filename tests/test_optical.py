@@ -106,18 +106,34 @@ def test_optical_nudge_is_the_cosine_cost_only():
         machine.equilibrate(params, np.zeros((1, 2)), nudge=Nudge(0.1, np.zeros((1, 1)), LogCosineCost()))
 
 
-def test_frames_before_the_settle_time_show_the_old_state():
+def test_the_slm_follows_a_write_with_the_liquid_crystal_response():
+    """Pixels move exponentially from what they showed at the write to the new image: a 1 % residual after the
+    settle time T, exact after 3 T; a write during settling starts from the partly updated image."""
     net = lattice()
     slm, cam = rig(net, settle_time_s=0.01)
+    engine, clock = slm.engine, slm.clock
     lay = Layout(net, topology(net), LayoutConfig(), slm.shape, cam.shape)
-    eta, alpha, _ = lay.tile_settings(net.init_params(np.random.default_rng(0)), np.array([1.0, -1.0]))
-    slm.set_phase(lay.image(eta, alpha), settle=False)
-    before = slm.engine.truth.phases.copy()
+    images = []
+    for seed in (0, 1):
+        eta, alpha, _ = lay.tile_settings(net.init_params(np.random.default_rng(seed)), np.array([1.0, -1.0]))
+        images.append(lay.image(eta, alpha))
+    slm.set_phase(images[0], settle=False)
+    a = engine.displayed().copy()
+    t0 = clock.now()
+    assert np.allclose(engine.shown(t0), 0.0)  # nothing has moved yet from the flat start
+    assert np.allclose(engine.shown(t0 + 0.01), 0.99 * a)
+    assert np.array_equal(engine.shown(t0 + 0.03), a)
     early = cam.get_image()
-    assert np.array_equal(slm.engine.truth.phases, before)
-    slm.clock.sleep(0.011)
+    clock.sleep(0.005)  # half the settle time: residual 10^-1
+    mid = engine.shown(clock.now()).copy()
+    assert np.allclose(mid, 0.9 * a)
+    slm.set_phase(images[1], settle=False)
+    b = engine.displayed()
+    assert np.allclose(engine.shown(clock.now()), mid)
+    assert np.allclose(engine.shown(clock.now() + 0.01), b + 0.01 * (mid - b))
+    clock.sleep(0.03)
     late = cam.get_image()
-    assert not np.array_equal(slm.engine.truth.phases, before) and not np.array_equal(early, late)
+    assert not np.array_equal(early, late)
 
 
 def test_saturated_and_dark_readouts_are_flagged():

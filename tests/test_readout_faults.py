@@ -22,7 +22,7 @@ logging.getLogger("slmsuite").setLevel(logging.WARNING)
 NET = square_lattice(2, 3, inputs=2, outputs=1)
 X = np.array([[-1.0, 1.0], [1.0, 1.0]]) * np.pi / 2
 Y = targets_for(np.array([1, 0]), 1)
-PROCEDURES = ["dark", "gray_phase", "spot_map", "path_offsets"]
+PROCEDURES = ["dark", "settle", "gray_phase", "spot_map", "path_offsets"]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_drift_figures_reach_the_metrics(rig, tmp_path):
 
 
 def test_a_frozen_slm_is_a_device_fault_that_stops_the_run(rig):
-    rig.slm.engine.truth.settle_time_s = 10.0  # every write is replaced before it takes effect
+    rig.slm.engine.truth.settle_time_s = 10.0  # 2000x too slow: a write moves the pixels by 0.2 % before the next
     cfg = config(session={"max_retries": 1, "retry_wait_s": 0.0})
     with pytest.warns(RuntimeWarning, match="retrying"), \
             pytest.raises(TrainingFailed, match="step 0: .*did not respond to the SLM"):

@@ -25,6 +25,11 @@ safely). Every measurement is re-referenced by the clamped inputs; the global ph
 (``quality["reference_phase"]``, rad) and the median ratio of the spots' modulation to their calibrated one
 (``quality["modulation_ratio"]``, tracks laser power and reference drift) are reported per sample.
 
+Settling: after a reference step (one tile moved by a fraction of a wave) the machine waits the settle time;
+after a write that changes the network's tiles (a new sample, a released start) it waits ``SWAP_SETTLE_FACTOR``
+times as long. A liquid crystal relaxes exponentially, so the longer wait squares the residual of a large change
+(e.g. strong start clamps, whose leftover field would still move the spins between the frames of one stack).
+
 A device that fails (an SLM write or a frame grab raising, e.g. a camera timeout) raises ``DeviceFault``.
 ``park()`` leaves the SLM blank (flat phase: no couplings, fields or injections). Devices that can be replayed
 (the simulated rig) lend their state to ``state_dict()`` for training checkpoints.
@@ -43,6 +48,7 @@ from .layout import Calibration, Layout, LayoutConfig, RigTopology
 from .readout import PhaseEstimate, off_axis, phase_shifting, pool_spots, pooled_noise, spot_flags, spot_values
 
 READOUTS = ("phase_shifting", "off_axis")
+SWAP_SETTLE_FACTOR = 2.0
 
 
 class OpticalXYMachine:
@@ -81,9 +87,9 @@ class OpticalXYMachine:
         self.settle_time_s = float(self.slm.settle_time_s if settle_time_s is None else settle_time_s)
 
     # -- devices ----------------------------------------------------------------------------------------
-    def _show(self, eta: np.ndarray, alpha: np.ndarray) -> None:
+    def _show(self, eta: np.ndarray, alpha: np.ndarray, settle_factor: float = 1.0) -> None:
         self._write(self.layout.image(eta, alpha))
-        self.clock.sleep(self.settle_time_s)
+        self.clock.sleep(settle_factor * self.settle_time_s)
         try:
             self.camera.flush()
         except (TimeoutError, OSError, RuntimeError) as exc:
@@ -118,9 +124,9 @@ class OpticalXYMachine:
         one frame each and estimate every spot: (estimate, saturated per spot, clipped tiles)."""
         steps = (2 * np.pi * np.arange(self.n_steps) / self.n_steps) if self.readout == "phase_shifting" else [0.0]
         frames, clipped = [], 0
-        for delta in steps:
+        for k, delta in enumerate(steps):
             eta, alpha, clipped = settings(delta)
-            self._show(eta, alpha)
+            self._show(eta, alpha, SWAP_SETTLE_FACTOR if k == 0 else 1.0)
             frames.append(self._grab())
         self.frames_read += len(frames)
         raw = np.array(frames)
