@@ -5,7 +5,9 @@ created (ISO-8601 UTC), software version, dependencies, quality figures, sha256 
 and a format version. Loading verifies checksums and, given the connected :class:`Hardware`, refuses a
 calibration made for another rig or SLM/camera resolution or bit depth (:class:`CalibrationError`) before the
 caller writes anything to the SLM; :meth:`CalibrationStore.latest_set` warns (:class:`StaleCalibrationWarning`)
-when a calibration is older than a newer calibration of a kind it depends on.
+when a calibration is older than a newer calibration of a kind it depends on. ``index.json`` lists every file
+saved (kind, name, sha256 of the file, rig), so that a deleted or altered file is noticed
+(``calibration.selection``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import importlib.metadata
 import json
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +26,10 @@ from typing import Iterable, Mapping
 import h5py
 import numpy as np
 
+from xyoptics.core.files import create_temp, sha256_file, write_json_atomic
+
 FORMAT_VERSION = 1
+INDEX = "index.json"
 _KIND = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -191,7 +195,7 @@ class CalibrationStore:
             "shapes": json.dumps({n: list(a.shape) for n, a in arrays.items()}),
         }
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{kind}.", suffix=".tmp")
+        fd, tmp = create_temp(self.root, f".{kind}.", ".tmp")  # mode 0666 & ~umask, as the stored file gets
         os.close(fd)
         try:
             with h5py.File(tmp, "w") as f:
@@ -201,9 +205,26 @@ class CalibrationStore:
                 f.attrs.update(attrs)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-            return self._claim(kind, Path(tmp))
+            path = self._claim(kind, Path(tmp))
+            self._add_to_index(path, kind, hardware.rig_name)
+            return path
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+    def _add_to_index(self, path: Path, kind: str, rig_name: str) -> None:
+        """Append a saved file to ``index.json`` (kind, file, sha256 of the file, rig), the list a run's set
+        is chosen from (``calibration.selection``); a store without one is first indexed as it stands."""
+        index_path = self.root / INDEX
+        if index_path.exists():
+            try:
+                entries = json.loads(index_path.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise CalibrationError(f"{index_path} is corrupt ({exc}); move it away to re-index") from None
+        else:
+            entries = [{"kind": p.name.rsplit("-", 1)[0], "file": p.name, "sha256": sha256_file(p), "rig": None}
+                       for p in sorted(self.root.glob("*-[0-9]*.h5")) if p != path]
+        entries.append({"kind": kind, "file": path.name, "sha256": sha256_file(path), "rig": rig_name})
+        write_json_atomic(index_path, entries)
 
     def _claim(self, kind: str, tmp: Path) -> Path:
         """Move a complete file to the next free serial; a hard link never overwrites a concurrent save."""
@@ -291,5 +312,5 @@ class CalibrationStore:
         records = list(records)
         if unsaved := [r.kind for r in records if r.path is None]:
             raise CalibrationError(f"calibrations never saved (no path): {', '.join(unsaved)}")
-        return [{"kind": r.kind, "path": str(r.path), "sha256": hashlib.sha256(Path(r.path).read_bytes()).hexdigest(),
+        return [{"kind": r.kind, "path": str(r.path), "sha256": sha256_file(r.path),
                  "created": r.created} for r in records]

@@ -2,6 +2,9 @@
 checked before every training step; and parked on the way out -- normal end, error, Ctrl-C or SIGTERM -- with
 the shutter closed and the laser output off, so the hardware is left safe.
 
+The laser runs at most at the smallest of the site file's limit (``site``, see ``xyoptics.hil.site``), the
+laser's reported maximum and the rig file's ``max_power_mw`` (``drivers/laser.py``).
+
 ``check()`` raises ``InstrumentFault`` (a ``DeviceFault``, so training retries the step and then stops safely)
 when an instrument does not answer -- after one attempt to reconnect it and restore its settings -- or reports
 an unexpected state. A shutter found closed is never reopened: something closed it (an interlock, a person).
@@ -14,11 +17,10 @@ from contextlib import contextmanager
 
 from xyoptics.core.machine import DeviceFault
 
-from .laser import SIMULATED, LaserController, LaserError
+from .laser import POWER_TOLERANCE, SIMULATED, LaserController, LaserError, within_tolerance  # noqa: F401
 from .shutter import SerialShutter, ShutterError
 
 log = logging.getLogger(__name__)
-POWER_TOLERANCE = 0.02  # relative deviation of the read-back laser power that counts as a fault
 
 
 class InstrumentFault(DeviceFault):
@@ -27,10 +29,11 @@ class InstrumentFault(DeviceFault):
 
 class LabInstruments:
     """``laser``: an ``xyoptics.hil.rig.LaserConfig`` (or None); ``shutter``: a serial port / pyserial URL (or
-    None). Nothing is contacted until ``open()``."""
+    None); ``site``: the loaded ``xyoptics.hil.site.SiteConfig`` (or None). Nothing is contacted until
+    ``open()``."""
 
-    def __init__(self, laser=None, shutter: str | None = None):
-        self.laser_config, self.shutter_port = laser, shutter
+    def __init__(self, laser=None, shutter: str | None = None, site=None):
+        self.laser_config, self.shutter_port, self.site = laser, shutter, site
         self.laser: LaserController | None = None
         self.shutter: SerialShutter | None = None
         self.reconnects = 0
@@ -40,7 +43,7 @@ class LabInstruments:
     def _connect_laser(self, switch_on: bool = True) -> None:
         cfg = self.laser_config
         backend = SIMULATED if cfg.backend == "sim" else cfg.backend
-        self.laser = LaserController(cfg.resource, cfg.max_power_mw, backend=backend)
+        self.laser = LaserController(cfg.resource, cfg.max_power_mw, backend=backend, site=self.site)
         if switch_on:
             self.laser.set_power(cfg.power_mw)
             self.laser.output(True)
@@ -73,7 +76,7 @@ class LabInstruments:
             on, power = self.laser.output_on, self.laser.power_mw
         if not on:
             raise InstrumentFault("laser output is off (switched off outside this session?)")
-        if abs(power - want) > POWER_TOLERANCE * max(want, 1e-9):
+        if not within_tolerance(power, want):
             raise InstrumentFault(f"laser reads {power} mW, set to {want} mW")
 
     def _check_shutter(self) -> None:
@@ -99,12 +102,17 @@ class LabInstruments:
             self._check_shutter()
 
     def snapshot(self) -> dict:
-        """Identities and read-back settings, for the run folder."""
+        """Identities and read-back settings, for the run folder; for the laser also the limit applied
+        (``max_power_mw``), its source (``limit_from``), every limit found (``limits_mw``, source -> mW) and the
+        site file read (``site_file``, or None)."""
         out = {}
         if self.laser is not None:
+            site_file = self.site.path if self.site is not None else None
             out["laser"] = {"resource": self.laser_config.resource, "identity": self.laser.identity,
                             "power_mw": self.laser.power_mw, "output_on": self.laser.output_on,
-                            "max_power_mw": self.laser_config.max_power_mw}
+                            "max_power_mw": self.laser.max_power_mw, "limit_from": self.laser.limit_source,
+                            "limits_mw": dict(self.laser.limits),
+                            "site_file": str(site_file) if site_file is not None else None}
         if self.shutter is not None:
             out["shutter"] = {"port": self.shutter_port, "identity": self.shutter.identity,
                               "open": self.shutter.is_open}
@@ -141,10 +149,10 @@ class LabInstruments:
 
 
 @contextmanager
-def open_instruments(laser=None, shutter: str | None = None):
-    """Open the instruments (``LabInstruments.open``) and yield them; on any exit park them (unless the block
-    already did) and release them."""
-    instruments = LabInstruments(laser, shutter)
+def open_instruments(laser=None, shutter: str | None = None, site=None):
+    """Open the instruments (``LabInstruments.open``; ``site``: the loaded site file or None) and yield them; on
+    any exit park them (unless the block already did) and release them."""
+    instruments = LabInstruments(laser, shutter, site)
     try:
         instruments.open()
         yield instruments

@@ -2,6 +2,8 @@
 
 import functools
 import http.server
+import os
+import tempfile
 import threading
 import zlib
 
@@ -10,6 +12,10 @@ import pytest
 
 from xyoptics.core import architectures
 from xyoptics.core.network import Params
+
+# Every process of the suite (each pytest-xdist worker) locks its simulated rigs in a folder of its own: the
+# shipped rig files all name the same simulated rig, and workers run sessions on it at the same time.
+os.environ["XYOPTICS_LOCK_DIR"] = tempfile.mkdtemp(prefix="xyoptics-test-locks-")
 
 
 def pytest_collection_modifyitems(items):

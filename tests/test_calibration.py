@@ -201,22 +201,21 @@ def test_cli_calibrate_then_train_records_the_files_used(calibrated, tmp_path, c
     assert main(["train", str(cfg_path), "--machine", "simulated", "--calibration", str(cal), "--out", str(out),
                  "--quiet"]) == 0
     used = json.loads((out / "calibration.json").read_text())
-    assert {u["kind"] for u in used} == {"dark", "settle", "gray_phase", "spot_map", "path_offsets", "transfer"}
-    assert {Path(u["path"]).name for u in used if u["kind"] == "settle"} == {"settle-00002.h5"}  # the latest
-    # a calibration made for a 10-bit SLM is refused on the 8-bit rig
+    assert used["left_out"] == {}
+    assert {u["kind"] for u in used["files"]} == {"dark", "settle", "gray_phase", "spot_map", "path_offsets",
+                                                  "transfer"}
+    assert {Path(u["path"]).name for u in used["files"] if u["kind"] == "settle"} == {"settle-00002.h5"}  # latest
+    # the same calibration on a rig whose SLM has 10 bits is refused before the laser or the SLM is touched
     rig = yaml.safe_load((ROOT / "experiments" / "rigs" / "simulated.yaml").read_text())
     rig["slm"]["kwargs"]["bitdepth"] = 10
     rig_path = tmp_path / "rig10.yaml"
     rig_path.write_text(yaml.safe_dump(rig))
-    cal10 = tmp_path / "cal10"
-    assert main(["calibrate", str(rig_path), "--config", str(cfg_path), "--out", str(cal10), "--only", "spot_map",
-                 "--quiet"]) == 0
     capsys.readouterr()
-    with pytest.warns(UserWarning, match="10-bit"):
-        code = main(["train", str(cfg_path), "--machine", "simulated", "--calibration", str(cal10), "--out",
-                     str(tmp_path / "refused"), "--quiet"])
-    assert code == 2 and "no calibration there matches" in capsys.readouterr().err
-    assert not (tmp_path / "refused").exists()
+    code = main(["train", str(cfg_path), "--machine", str(rig_path), "--calibration", str(cal), "--out",
+                 str(tmp_path / "refused"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "8-bit SLM, but the connected SLM is 256x128 10-bit" in err, err
+    assert "hardware parked" not in err and not (tmp_path / "refused").exists()
 
 
 def test_quick_procedures_meet_their_targets_on_a_harder_rig(tmp_path):
@@ -230,4 +229,4 @@ def test_quick_procedures_meet_their_targets_on_a_harder_rig(tmp_path):
     assert report["ok"], report
     assert errors["spot_map"]["centre_rms_px"] <= 0.3
     assert errors["path_offsets"]["offset_rms_rad"] <= 0.03
-    assert errors["gray_phase"]["gamma_rms_2pi"] <= 0.02 and abs(errors["settle"]["settle_rel_error"]) <= 0.2
+    assert errors["gray_phase"]["gamma_rms_2pi"] <= 0.02 and -0.4 <= errors["settle"]["settle_rel_error"] <= 0.1

@@ -167,6 +167,6 @@ def test_failed_save_leaves_no_file(store, clock, monkeypatch):
     monkeypatch.setattr(h5py.Group, "create_dataset", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         store.save("dark", {"d": np.ones(2)}, {}, HW)
-    assert sorted(p.name for p in store.root.iterdir()) == ["dark-00001.h5"]
+    assert sorted(p.name for p in store.root.iterdir()) == ["dark-00001.h5", "index.json"]
     monkeypatch.undo()
     assert store.latest("dark", HW).path.name == "dark-00001.h5"

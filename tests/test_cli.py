@@ -87,7 +87,7 @@ def test_version_from_installed_entry_point():
 
 def test_data_fetch_fails_cleanly_when_files_are_missing(tmp_path, server, capsys):
     url, www, served = server
-    assert main(["data", "fetch", "mnist", "--dest", str(tmp_path / "mnist"), "--base-url", url]) == 1
+    assert main(["data", "fetch", "mnist", "--dest", str(tmp_path / "mnist"), "--base-url", url]) == 2
     assert "fetching MNIST failed" in capsys.readouterr().err
     assert served and not any((tmp_path / "mnist").iterdir())
 

@@ -189,7 +189,7 @@ original = h5py.Group.create_dataset
 count = {"checkpoints": 0}
 def create_dataset(self, name, *args, **kwargs):
     out = original(self, name, *args, **kwargs)
-    if ".checkpoint.h5." in self.file.filename and self.name == "/params" and name == "h":
+    if "/.step-" in self.file.filename and self.name == "/params" and name == "h":
         count["checkpoints"] += 1
         if count["checkpoints"] == 3:  # half-way through the third checkpoint file
             os.kill(os.getpid(), signal.SIGKILL)
@@ -209,7 +209,7 @@ def test_run_killed_while_writing_a_checkpoint_still_resumes(tmp_path, reference
     proc = subprocess.run([sys.executable, "-c", KILL_WHILE_CHECKPOINTING, str(path), str(run)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    assert list(run.glob(".checkpoint.h5.*.tmp"))  # the half-written file it left behind
+    assert list(run.glob("checkpoints/.step-*.tmp"))  # the half-written file it left behind
     run_session(None, run, progress=False, resume=True)
     assert not list(run.glob(".*.tmp"))
     full_dir = reference(digital_config())[0]  # checkpointing every 3 steps instead of 2 changes no result

@@ -1,10 +1,17 @@
 """Command line: ``xyoptics train CONFIG.yaml [--machine digital|simulated|RIG.yaml] [--out RUN_DIR]``,
 ``xyoptics train --resume RUN_DIR``, ``xyoptics study NAME CONFIG --out DIR``,
-``xyoptics rig check RIG.yaml``, ``xyoptics data fetch mnist --dest DIR``, ``xyoptics --version``."""
+``xyoptics rig check RIG.yaml``, ``xyoptics data fetch mnist --dest DIR``, ``xyoptics --version``.
+
+Exit codes: 0 done; 1 the work ran and failed (a training run, a calibration, the rig's self-test, a device);
+2 a user or environment error, reported as one ``error: ...`` line on stderr before any work (a bad command
+line, a config that is unreadable, not UTF-8 YAML or invalid, an unknown calibration procedure, a download the
+network or the mirror refused); 130 interrupted or stopped safely, resumable.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
@@ -14,6 +21,12 @@ from . import __version__
 from .config import ConfigError, load_config
 from .studies import STUDIES
 
+SITE_HELP = "site safety file with the laser power limit (default $XYOPTICS_SITE, else ~/.config/xyoptics/site.yaml)"
+
+
+class UserError(Exception):
+    """A mistake the user or the environment must fix: reported as one ``error:`` line, exit code 2."""
+
 
 def _train(args) -> int:
     from .lab.session import run_session
@@ -22,6 +35,9 @@ def _train(args) -> int:
     if args.resume:
         if args.config or args.out:
             raise ConfigError("--resume RUN_DIR continues that run with its own config: give no CONFIG or --out")
+        if args.init_from or args.allow_partial_calibration:
+            raise ConfigError("--resume continues a run exactly as it started: --init-from and "
+                              "--allow-partial-calibration start new runs")
         out, cfg = Path(args.resume), None
     else:
         if not args.config:
@@ -31,10 +47,14 @@ def _train(args) -> int:
             Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         result = run_session(cfg, out, machine=args.machine, calibration=args.calibration, trust=args.trust,
-                             progress=not args.quiet, resume=bool(args.resume))
+                             progress=not args.quiet, resume=bool(args.resume), init_from=args.init_from,
+                             allow_partial_calibration=args.allow_partial_calibration, site=args.site)
     except TrainingFailed as exc:
         print(f"error: {exc}\ncheckpoint saved; after fixing the cause: xyoptics train --resume {out}",
               file=sys.stderr)
+        return 1
+    except _device_errors() as exc:  # before the first step: nothing was trained
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"interrupted; partial results saved in {out}", file=sys.stderr)
@@ -47,31 +67,82 @@ def _train(args) -> int:
     return 0
 
 
+STUDY_USAGE = ("xyoptics study NAME CONFIG --out DIR [--smoke] [--workers N] [--quiet]\n"
+               "       xyoptics study NAME --help   (that study's options)")
+
+
+def _study_help(parser: argparse.ArgumentParser) -> None:
+    """Print the study command's help: usage and one line per study (its module docstring's first paragraph,
+    read from the source, so listing does not import the studies)."""
+    lines = []
+    for name in STUDIES:
+        doc = ast.get_docstring(ast.parse((Path(__file__).parent / "studies" / f"{name}.py").read_text()))
+        summary = " ".join(doc.split("\n\n")[0].split())
+        lines.append(f"  {name:<12} {summary}")
+    parser.epilog = "studies:\n" + "\n".join(lines)
+    parser.print_help()
+
+
+class _StudyHelp(argparse.Action):
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="list the studies")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        _study_help(parser)
+        parser.exit()
+
+
 def _study(args) -> int:
+    if args.name is None:
+        _study_help(args.study_parser)
+        return 0
     from .studies.common import run_main
 
     return run_main(args.name, args.rest)
 
 
 def _fetch(args) -> int:
-    from urllib.error import URLError
-
-    from .data.idx import DEFAULT_MIRROR, ChecksumError, fetch_mnist
+    from .data.idx import DATA_ENV, DEFAULT_MIRROR, MNIST_FILES, ChecksumError, FetchError, fetch_mnist, find_mnist_dir
 
     try:
         dest = fetch_mnist(args.dest, base_url=args.base_url or DEFAULT_MIRROR)
-    except (URLError, OSError, ChecksumError) as exc:
-        print(f"error: fetching MNIST failed: {exc}", file=sys.stderr)
-        return 1
-    print(f"MNIST files verified in {dest}; point XYOPTICS_DATA there to use them")
+    except (FetchError, ChecksumError) as exc:
+        try:
+            found = f"; training already finds MNIST files in {find_mnist_dir()}"
+        except FileNotFoundError:
+            found = ""
+        raise UserError(
+            f"fetching MNIST failed: {exc}; offline, copy {', '.join(MNIST_FILES)} into {args.dest} by hand and "
+            f"rerun to verify them, or give --base-url a local mirror (http://HOST/DIR/ or file:///DIR/), or set "
+            f"{DATA_ENV} to a folder holding the IDX files (unset, the repository's ../shared/data/mnist/ is "
+            f"used){found}") from None
+    except OSError as exc:  # the destination, not the download
+        raise UserError(f"fetching MNIST failed: cannot write {exc.filename or args.dest}: "
+                        f"{exc.strerror or exc}") from None
+    print(f"MNIST files verified in {dest}; point {DATA_ENV} there to use them")
     return 0
 
 
+def _device_errors() -> tuple[type[Exception], ...]:
+    """What an instrument or device raises when it fails (not the user's mistake): exit code 1."""
+    from drivers.laser import LaserError
+    from drivers.shutter import ShutterError
+
+    from .core.machine import DeviceFault
+    from .hil.devices import DeviceError
+
+    return DeviceError, DeviceFault, LaserError, ShutterError
+
+
 def _calibrate(args) -> int:
-    from calibration.runner import run_calibration
+    from calibration.runner import PROCEDURES, run_calibration
 
     from .hil.rig import load_rig, simulated_rig
 
+    unknown = [name for name in args.only or () if name not in PROCEDURES]
+    if unknown:
+        raise UserError(f"unknown calibration procedure{'s' * (len(unknown) > 1)} {', '.join(unknown)} for "
+                        f"--only; choose from {', '.join(PROCEDURES)}")
     rig = simulated_rig() if args.rig == "simulated" else load_rig(args.rig)
     net = None
     if rig.topology == "network":
@@ -79,7 +150,10 @@ def _calibrate(args) -> int:
             raise ConfigError(f"rig {rig.name!r} is built for a network (topology: network): give --config")
         from .lab.trainer import prepare
         _, _, net = prepare(load_config(args.config))
-    report = run_calibration(rig, net, args.out, only=args.only, trusted=args.trust, progress=not args.quiet)
+    from .hil.riglock import rig_lock
+
+    with rig_lock(rig, f"calibrate {args.out}"):
+        report = run_calibration(rig, net, args.out, only=args.only, trusted=args.trust, progress=not args.quiet)
     print(json.dumps(report, indent=2))
     return 0 if report["ok"] else 1
 
@@ -87,20 +161,21 @@ def _calibrate(args) -> int:
 def _rig_check(args) -> int:
     from drivers.instruments import open_instruments
 
-    from .core.machine import DeviceFault
-    from .hil.devices import DeviceError
     from .hil.rig import check_rig, load_rig, simulated_rig
+    from .hil.riglock import rig_lock
     from .hil.selftest import SelfTestFailed
+    from .hil.site import load_site
 
     rig = simulated_rig() if args.rig == "simulated" else load_rig(args.rig)
+    site = load_site(args.site)
     try:
-        with open_instruments(rig.laser, rig.shutter) as instruments:  # parked (shutter closed, laser off) on exit
-            report = check_rig(rig, args.trust, shutter=instruments.shutter)
+        with rig_lock(rig, "rig check"), open_instruments(rig.laser, rig.shutter, site=site) as instruments:
+            report = check_rig(rig, args.trust, shutter=instruments.shutter)  # instruments parked on exit
     except SelfTestFailed as exc:
         print(json.dumps(getattr(exc, "report", {}), indent=2))
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (DeviceError, DeviceFault) as exc:
+    except _device_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2))
@@ -123,7 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", action="append", default=[], metavar="MODULE",
                    help="also allow device classes from this module prefix")
     p.add_argument("--calibration", metavar="DIR",
-                   help="use the latest valid calibrations in this folder (default: the rig's calibration_dir)")
+                   help="use the calibration set in this folder (default: the rig's calibration_dir)")
+    p.add_argument("--allow-partial-calibration", action="store_true",
+                   help="train with the calibrations that are whole, leaving out (and recording) the others")
+    p.add_argument("--init-from", metavar="RUN_DIR",
+                   help="start a new run from the parameters of that run's newest good checkpoint")
+    p.add_argument("--site", metavar="FILE", help=SITE_HELP)
     p.set_defaults(func=_train)
     cal = sub.add_parser("calibrate", help="calibrate an optical rig through its SLM and camera")
     cal.add_argument("rig", help="rig config (YAML), or 'simulated'")
@@ -137,12 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     c = rig.add_parser("check", help="open the rig's devices, report what was found, close them")
     c.add_argument("rig", help="rig config (YAML), or 'simulated'")
     c.add_argument("--trust", action="append", default=[], metavar="MODULE")
+    c.add_argument("--site", metavar="FILE", help=SITE_HELP)
     c.set_defaults(func=_rig_check)
+    # own help action: arguments after NAME, --help included, pass through to the study (studies.common.run_main)
     study = sub.add_parser("study", help="reproduce a finding of the seed paper (table, JSON and figures)",
-                           add_help=False)
-    study.add_argument("name", choices=STUDIES)
-    study.add_argument("rest", nargs=argparse.REMAINDER, help="CONFIG --out DIR [--smoke] [--workers N] [--quiet]")
-    study.set_defaults(func=_study)
+                           usage=STUDY_USAGE, add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Reproduce a finding of the seed paper (Wang, Wanjura & Marquardt, arXiv "
+                                       "2601.21945): a table, results.json and figures in --out.")
+    study.add_argument("-h", "--help", action=_StudyHelp)
+    study.add_argument("name", nargs="?", choices=STUDIES, help=argparse.SUPPRESS)
+    study.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    study.set_defaults(func=_study, study_parser=study)
     data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
     f = data.add_parser("fetch", help="download and verify a data set")
     f.add_argument("dataset", choices=["mnist"])
@@ -156,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -107,7 +107,7 @@ class DiagnosticsConfig(Strict):
 
 class SessionConfig(Strict):
     """How a run keeps its data and survives faults: a checkpoint every ``checkpoint_every`` EP steps (and at
-    every evaluation and stop); the free and nudged angles of every step logged to HDF5 (``log_angles``; None:
+    every evaluation and stop), the newest ``keep_checkpoints`` kept; the free and nudged angles of every step logged to HDF5 (``log_angles``; None:
     on for optical machines, off for the digital one); a failing device step retried ``max_retries`` times,
     ``retry_wait_s`` apart, before the run stops safely; ``min_free_disk_mb`` kept free beyond the run's
     estimated size. A sample whose free or nudged measurement is unusable (not converged, or flagged by the
@@ -115,6 +115,7 @@ class SessionConfig(Strict):
     gradient; a step keeping less than ``min_good_fraction`` of its samples makes no update (skipped)."""
 
     checkpoint_every: int = Field(default=20, ge=1)
+    keep_checkpoints: int = Field(default=3, ge=1)
     log_angles: bool | None = None
     max_retries: int = Field(default=3, ge=0)
     retry_wait_s: float = Field(default=1.0, ge=0)

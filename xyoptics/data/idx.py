@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import struct
 import sys
-import tempfile
+import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from ..core.files import create_temp
 
 # type code -> big-endian dtype of the payload
 IDX_TYPES = {
@@ -62,6 +65,24 @@ class IDXError(ValueError):
 
 class ChecksumError(ValueError):
     """A file whose checksum differs from the expected one."""
+
+
+class FetchError(OSError):
+    """A download that failed (bad URL, no network, server error, connection lost); ``url`` names the file."""
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(f"cannot download {url}: {reason}")
+        self.url, self.reason = url, reason
+
+
+def _why(exc: BaseException) -> str:
+    """Why urlopen or a read failed, in a few words ('HTTP 404 Not Found', 'Connection refused', 'timed out')."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc  # URLError wraps the socket error
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -128,16 +149,28 @@ def verify_mnist(directory: str | os.PathLike, md5: Mapping[str, str] = MNIST_FI
 
 
 def _download(url: str, target: Path, md5: str, progress: bool, timeout: float) -> None:
-    """Stream ``url`` to a temporary file beside ``target``, check its MD5, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    """Stream ``url`` to a temporary file beside ``target``, check its MD5, then move it into place (mode
+    0666 & ~umask). A failing URL, connection or server raises FetchError naming ``url``."""
+    fd, tmp = create_temp(target.parent, f".{target.name}.", ".part")
     try:
         digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            total, done = int(resp.headers.get("Content-Length") or 0), 0
-            while chunk := resp.read(1 << 16):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
+        with os.fdopen(fd, "wb") as out:
+            try:
+                resp = urllib.request.urlopen(url, timeout=timeout)
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: not a URL
+                raise FetchError(url, _why(exc)) from exc
+            with resp:
+                total, done = int(resp.headers.get("Content-Length") or 0), 0
+                while True:
+                    try:
+                        chunk = resp.read(1 << 16)
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise FetchError(url, _why(exc)) from exc
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
             if progress:
                 print(f"  {target.name}: {done} bytes" + (f" of {total}" if total else ""), file=sys.stderr)
         if digest.hexdigest() != md5:
@@ -152,8 +185,9 @@ def fetch_mnist(dest_dir: str | os.PathLike, base_url: str = DEFAULT_MIRROR, pro
                 checksums: Mapping[str, str] | None = None, timeout: float = 60.0) -> Path:
     """Download the standard MNIST files (``checksums``: file name -> MD5, default MNIST_FILES) from
     ``base_url`` into ``dest_dir``; files already there with the right MD5 are kept. Each download goes to a
-    temporary file that replaces the target only once its MD5 matches; a mismatch raises ChecksumError and
-    leaves nothing behind. Returns ``dest_dir``."""
+    temporary file that replaces the target only once its MD5 matches; a mismatch raises ChecksumError, a
+    failed download FetchError (an OSError naming the URL), and either leaves nothing behind. ``base_url`` may
+    be a local mirror, ``file:///folder/`` included. Returns ``dest_dir``."""
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     for name, md5 in (MNIST_FILES if checksums is None else checksums).items():

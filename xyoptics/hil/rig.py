@@ -23,6 +23,7 @@ from .devices import DeviceSpec, check_rig_devices, open_devices
 from .layout import LayoutConfig, RigTopology
 from .optical import OpticalXYMachine
 from .selftest import SelfTestFailed, light_path_check
+from .site import Milliwatts
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "experiments" / "rigs"
 
@@ -35,16 +36,18 @@ class ReadoutConfig(Strict):
 
 class LaserConfig(Strict):
     """The rig's laser controller (pyvisa): resource name, VISA backend ("" system VISA, "sim" the bundled
-    simulated twin, or "file.yaml@sim"), the power to run at and the most the rig tolerates (mW)."""
+    simulated twin, or "file.yaml@sim"), the power to run at (mW) and optionally a maximum (mW). The limit
+    itself comes from the site safety file (``site``) and the laser's own reported maximum; ``max_power_mw``
+    here can only lower it, never raise it (``drivers/laser.py`` runs at the smallest of the three)."""
 
     resource: str
     backend: str = ""
-    power_mw: float = Field(gt=0)
-    max_power_mw: float = Field(gt=0)
+    power_mw: Milliwatts
+    max_power_mw: Milliwatts | None = None
 
     @model_validator(mode="after")
     def _within_limit(self):
-        if self.power_mw > self.max_power_mw:
+        if self.max_power_mw is not None and self.power_mw > self.max_power_mw:
             raise ValueError(f"power_mw {self.power_mw} exceeds max_power_mw {self.max_power_mw}")
         return self
 

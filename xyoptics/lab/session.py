@@ -1,21 +1,27 @@
-"""A lab training session: checks first, then the rig opened, the EP loop run, and the hardware parked.
+"""A lab training session: everything checked first, then the rig opened, the EP loop run, the hardware parked.
 
-``run_session`` is what ``xyoptics train`` does. Before any device is contacted it validates the config, checks
-that the task and network fit, that the optical machine's cost is the physical one, and that the disk holds the
-run; then it opens the instruments (laser to its power, output on; shutter open) and the SLM and camera, loads
-calibrations checked against the connected hardware, writes the run folder's records, and trains. Whatever
-ends the run -- completion, SIGINT / SIGTERM, a device fault, an error -- the shutter is closed, the laser output
-switched off and the SLM blanked, and ``summary.json`` records what the instruments reported afterwards.
+``run_session`` is what ``xyoptics train`` does, in this order:
 
-Run-folder records written here: ``session.json`` (machine, calibration folder, trusted modules; one entry per
+1. read and verify every file (``preflight``): config, run folder, checkpoint, rig config, calibration set,
+   starting parameters, the site safety file; the task and network fit, the optical cost is the physical one,
+   the disk holds the run. A refusal here leaves no trace: no device contacted, no file written;
+2. lock the rig (``hil.riglock``: one session per SLM, camera, laser, shutter), open the SLM and camera and
+   check the calibration against them; nothing is written to the SLM;
+3. the instruments: laser to its power (within the site limit, read back), output on; shutter open;
+4. the light-path self-test; only then the run folder's records, and training.
+
+Whatever ends the run -- completion, SIGINT / SIGTERM, a device fault, an error -- the shutter is closed, the
+laser output switched off and the SLM blanked, and ``summary.json`` records what the instruments reported.
+
+Run-folder records: ``session.json`` (machine, calibration folder, trusted modules, sha256 of ``config.yaml``
+and ``rig.yaml`` in ``files``, ``init_from`` where the run started from another's parameters; one entry per
 session in ``sessions``), ``rig.yaml`` (the validated rig config), ``calibration.json`` (files used: path,
-sha256), ``rig_snapshot.json`` (per session: device classes, resolutions, bit depths, exposure, instrument
-identities and read-back settings). ``--resume`` reuses all of them: same rig config, same calibration files.
+sha256; kinds left out and why), ``rig_snapshot.json`` (per session: device classes, resolutions, bit depths,
+exposure, instrument identities and read-back settings). ``--resume`` reuses all of them, unchanged.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -23,12 +29,12 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import yaml
-
-from ..config import ConfigError, TrainConfig, load_config
-from ..core.files import read_json, write_json_atomic, write_text_atomic
+from ..config import ConfigError, TrainConfig
+from ..core.files import read_json, sha256_file, write_json_atomic, write_text_atomic
 from ..core.network import XYNetwork
+from ..hil.site import load_site
 from .build import digital_machine, prepare
+from .preflight import HASHED, Plan, config_text, plan_new, plan_resume, rig_text
 from .trainer import RunResult, Trainer
 
 ANGLE_BYTES = 4  # float32 per logged angle
@@ -65,103 +71,98 @@ def _device_snapshot(machine) -> dict:
     return out
 
 
-def _calibration(machine, rig, folder, recorded: list[dict] | None) -> list[dict] | None:
-    """Apply calibrations for the connected hardware: the latest valid set in ``folder`` for a new run, or
-    exactly the ``recorded`` files (checked by sha256) when resuming. Returns the references to record."""
-    from calibration.runner import PROCEDURES, apply_to_slm, calibration_from
-    from calibration.store import CalibrationError, CalibrationStore, Hardware
+def _apply_calibration(machine, rig, chosen) -> None:
+    """Check the verified calibration set against the connected SLM and camera (resolution, bit depth), then
+    load it: the SLM's lookup table (no image written) and the readout's references."""
+    from calibration.runner import apply_to_slm, calibration_from
+    from calibration.store import CalibrationError, Hardware, check_compatible
 
     hardware = Hardware.from_devices(rig.name, machine.slm, machine.camera, rig.wavelength_nm)
     try:
-        if recorded is not None:
-            for ref in recorded:
-                digest = hashlib.sha256(Path(ref["path"]).read_bytes()).hexdigest()
-                if digest != ref["sha256"]:
-                    raise ConfigError(f"calibration file {ref['path']} changed since the run started")
-            records = {ref["kind"]: CalibrationStore(Path(ref["path"]).parent).load(ref["path"], hardware)
-                       for ref in recorded}
-        else:
-            store = CalibrationStore(folder)
-            records = store.latest_set(list(PROCEDURES), hardware)
-            if not records:
-                raise ConfigError(f"calibration folder {folder}: no calibration there matches this rig's hardware")
-    except (CalibrationError, OSError) as exc:
+        for record in chosen.records.values():
+            check_compatible(record.path.name, record.hardware, hardware)
+    except CalibrationError as exc:
         raise ConfigError(f"calibration: {exc}") from None
-    apply_to_slm(machine.slm, records)
-    machine.use_calibration(*calibration_from(records))
-    print(f"using calibrations: {', '.join(sorted(r.path.name for r in records.values()))}", file=sys.stderr)
-    return CalibrationStore.references(records.values())
+    apply_to_slm(machine.slm, chosen.records)
+    machine.use_calibration(*calibration_from(chosen.records))
+    used = ", ".join(sorted(r.path.name for r in chosen.records.values())) or "none"
+    print(f"using calibrations: {used}", file=sys.stderr)
+    for kind, why in chosen.left_out.items():
+        print(f"calibration {kind} left out: {why}", file=sys.stderr)
 
 
 def run_session(cfg: TrainConfig | None, out: str | Path, *, machine: str = "digital",
                 calibration: str | Path | None = None, trust=(), progress: bool = True,
-                resume: bool = False, on_step=None) -> RunResult:
+                resume: bool = False, on_step=None, init_from: str | Path | None = None,
+                allow_partial_calibration: bool = False, site: str | Path | None = None) -> RunResult:
     """Train ``cfg`` on ``machine`` ("digital", "simulated" or a rig YAML path) into the run folder ``out``;
-    with ``resume=True`` continue the run in ``out`` with its own config, rig and calibration files.
-    ``on_step(state)`` is called after every completed EP step (live monitoring)."""
+    with ``resume=True`` continue the run in ``out`` with its own config, rig and calibration files;
+    ``init_from``: start from the parameters of that run's newest good checkpoint. ``site``: the site safety
+    file (``hil.site``; default ``$XYOPTICS_SITE`` or the per-user one). ``on_step(state)`` is called after
+    every completed EP step (live monitoring). Every file is read and verified before any device is opened."""
     out = Path(out)
-    if resume:
-        for name in ("session.json", "checkpoint.h5"):
-            if not (out / name).exists():
-                raise ConfigError(f"{out} holds no {name}: not a run folder that can be resumed")
-        session = read_json(out / "session.json")
-        cfg = load_config(out / "config.yaml")
-        machine, trust, calibration = session["machine"], session["trust"], session["calibration"]
-    else:
-        if (out / "checkpoint.h5").exists():
-            raise ConfigError(f"{out} already holds a run; resume it with --resume or choose another --out")
-        session = {"machine": machine, "calibration": str(calibration) if calibration else None,
-                   "trust": list(trust), "sessions": []}
+    plan = plan_resume(out) if resume else plan_new(out, cfg, machine, calibration, trust, init_from=init_from,
+                                                     allow_partial=allow_partial_calibration)
+    cfg, session = plan.cfg, plan.session
     train_set, test_set, net = prepare(cfg)
-    optical = machine != "digital"
+    optical = session["machine"] != "digital"
     log_angles = cfg.session.angles_logged(optical)
     check_disk_space(out, estimate_run_bytes(cfg, len(train_set), net, log_angles), cfg.session.min_free_disk_mb)
-    rig = None
-    if optical:
-        from ..hil.rig import load_rig, simulated_rig
-
-        if cfg.ep.cost != "cosine":
-            raise ConfigError("ep.cost: an optical machine nudges with an injected field, which realises "
-                              "the cosine cost only; set ep.cost: cosine")
-        rig = load_rig(out / "rig.yaml") if resume else (simulated_rig() if machine == "simulated"
-                                                          else load_rig(machine))
+    if optical and cfg.ep.cost != "cosine":
+        raise ConfigError("ep.cost: an optical machine nudges with an injected field, which realises "
+                          "the cosine cost only; set ep.cost: cosine")
+    site_limits = load_site(site) if optical else None
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
     session["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume": resume})
 
     def fit(xy_machine, before_step=None) -> RunResult:
-        return Trainer(cfg, xy_machine, train_set, test_set, out, resume=resume, progress=progress,
-                       before_step=before_step, on_step=on_step).run()
+        return Trainer(cfg, xy_machine, train_set, test_set, out, resume=plan.point or False, progress=progress,
+                       before_step=before_step, on_step=on_step, init_params=plan.init_params).run()
 
     if not optical:
-        _start_folder(out, session)
+        _start_folder(out, plan)
         return fit(digital_machine(cfg, net))
-    return _optical_session(out, rig, net, session, trust, resume, fit)
+    return _optical_session(out, plan, net, site_limits, fit)
 
 
-def _start_folder(out: Path, session: dict) -> None:
-    """Create the run folder once every check has passed, with this session recorded."""
+def _start_folder(out: Path, plan: Plan) -> None:
+    """Create the run folder once every check has passed: a new run writes its config, rig and calibration
+    records and their hashes; every session is recorded in ``session.json``."""
     out.mkdir(parents=True, exist_ok=True)
+    session = plan.session
+    if plan.point is None:
+        write_text_atomic(out / "config.yaml", config_text(plan.cfg))
+        if plan.rig is not None:
+            write_text_atomic(out / "rig.yaml", rig_text(plan.rig))
+        session["files"] = {name: sha256_file(out / name) for name in HASHED if (out / name).exists()}
+        if plan.calibration is not None:
+            from calibration.store import CalibrationStore
+
+            write_json_atomic(out / "calibration.json", {
+                "files": CalibrationStore.references(plan.calibration.records.values()),
+                "left_out": plan.calibration.left_out})
     write_json_atomic(out / "session.json", session)
 
 
-def _optical_session(out: Path, rig, net, session: dict, trust, resume: bool, fit) -> RunResult:
+def _optical_session(out: Path, plan: Plan, net, site_limits, fit) -> RunResult:
+    """Lock the rig, open the SLM and camera (nothing written), match the calibration to them, then the
+    instruments (laser on, shutter open), the self-test, the run folder, and training."""
     from drivers.instruments import open_instruments
 
     from ..hil.rig import open_optical_machine
+    from ..hil.riglock import rig_lock
 
+    rig = plan.rig
     with ExitStack() as stack:
-        instruments = stack.enter_context(open_instruments(rig.laser, rig.shutter))
-        machine = stack.enter_context(open_optical_machine(rig, net, trust))
-        folder = session["calibration"] or rig.calibration_dir
-        recorded = read_json(out / "calibration.json") if resume and (out / "calibration.json").exists() else None
-        references = _calibration(machine, rig, folder, recorded) if (folder or recorded) else None
+        stack.enter_context(rig_lock(rig, f"train {out}"))
+        machine = stack.enter_context(open_optical_machine(rig, net, plan.session["trust"]))
+        if plan.calibration is not None:
+            _apply_calibration(machine, rig, plan.calibration)
+        instruments = stack.enter_context(open_instruments(rig.laser, rig.shutter, site=site_limits))
         _self_test(machine, instruments)
-        _start_folder(out, session)
-        if not resume:
-            write_text_atomic(out / "rig.yaml", yaml.safe_dump(rig.model_dump(mode="json", by_alias=True),
-                                                               sort_keys=False))
-            if references is not None:
-                write_json_atomic(out / "calibration.json", references)
-        snapshots = read_json(out / "rig_snapshot.json") if resume and (out / "rig_snapshot.json").exists() else []
+        _start_folder(out, plan)
+        snapshots = read_json(out / "rig_snapshot.json") if (out / "rig_snapshot.json").exists() else []
         snapshots.append({"rig": rig.name, **_device_snapshot(machine), **instruments.snapshot()})
         write_json_atomic(out / "rig_snapshot.json", snapshots)
         try:

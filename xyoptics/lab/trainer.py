@@ -1,14 +1,16 @@
 """The EP training loop. It talks to its machine only through the ``XYMachine`` seam.
 
 A run folder holds ``config.yaml`` (the validated config); ``metrics.jsonl`` (one JSON line per EP step,
-``"kind": "step"``, and per evaluation, ``"kind": "eval"``); ``checkpoint.h5`` (checkpoint.py);
+``"kind": "step"``, and per evaluation, ``"kind": "eval"``); ``checkpoints/step-N.h5`` (checkpoint.py: the
+newest ``session.keep_checkpoints``, verified on load, the first at step 0);
 ``angles/`` (anglelog.py, when angle logging is on); ``summary.json`` (status, final and best accuracies,
 wall time, convergence and readout-quality counts); ``params.h5`` (final parameters); ``learning_curves.png``
 and ``couplings.png`` (|W| per bond on the network's geometry), and with diagnostics switched on
 ``diagnostics.h5`` plus PNG maps of the last snapshot (response maps, |W|, |dW|).
 
 A run stops at a step boundary on SIGINT / SIGTERM (status "stopped") and on any error (status "failed", the
-error re-raised) after writing a checkpoint; ``train(..., resume=True)`` continues from it. On a machine that
+error re-raised) after writing a checkpoint; ``train(..., resume=True)`` continues from the newest good one
+(``metrics.jsonl`` and the angle log trimmed to it, so no step is lost or repeated). On a machine that
 can be replayed (digital, simulated rig) the resumed run ends with exactly the parameters of an uninterrupted
 one. A ``DeviceFault`` during a step is retried ``session.max_retries`` times from the same random state.
 
@@ -33,13 +35,14 @@ from ..config import ConfigError, TrainConfig
 from ..core.costs import make_cost, predict
 from ..core.digital import DigitalXYMachine
 from ..core.ep import EPEstimate, ep_gradient
-from ..core.files import JsonlWriter, write_arrays_h5, write_json_atomic, write_text_atomic
+from ..core.files import JsonlWriter, sha256_file, write_arrays_h5, write_json_atomic, write_text_atomic
 from ..core.machine import FLAGS, DeviceFault, XYMachine
 from ..core.network import Params
 from ..data.datasets import Dataset
 from .anglelog import AngleLog
 from .build import build_network, build_optimizer, digital_machine, prepare  # noqa: F401  (public API)
-from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .checkpoint import ResumePoint, TrainState, resume_point, save_checkpoint, set_aside
+from .preflight import config_text
 from .stopping import stop_on_signals
 
 RNG_NAMES = ("init", "shuffle", "train", "eval", "diag")
@@ -106,11 +109,13 @@ class Trainer:
     """One training run of ``cfg`` on ``machine``, resumable from its run folder ``out_dir``.
 
     ``before_step()`` runs before every EP step (an instrument check, raising ``DeviceFault`` on trouble);
-    ``on_step(state)`` after every completed step, with the committed ``TrainState``."""
+    ``on_step(state)`` after every completed step, with the committed ``TrainState``. ``resume``: True (the
+    newest good checkpoint of ``out_dir``) or a ``ResumePoint`` already verified; ``init_params``: start a new
+    run from these parameters instead of a random draw."""
 
     def __init__(self, cfg: TrainConfig, machine: XYMachine, train_set: Dataset, test_set: Dataset,
-                 out_dir: Path | None, *, resume: bool = False, progress: bool = True, before_step=None,
-                 on_step=None):
+                 out_dir: Path | None, *, resume: bool | ResumePoint = False, progress: bool = True,
+                 before_step=None, on_step=None, init_params: Params | None = None):
         self.cfg, self.machine, self.net = cfg, machine, machine.network
         self.train_set, self.test_set, self.out_dir = train_set, test_set, out_dir
         self.progress, self.before_step, self.on_step = progress, before_step, on_step
@@ -122,9 +127,11 @@ class Trainer:
         log_angles = cfg.session.angles_logged(optical=not isinstance(machine, DigitalXYMachine))
         self._wall_base = 0.0  # wall time of earlier sessions of this run (s)
         if resume:
-            self.state = self._restore()
+            self.state = self._restore(resume)
         else:
             params = self.net.init_params(self.rngs["init"], cfg.init.coupling_std, cfg.init.bias_max)
+            if init_params is not None:
+                params = _same_shapes(params, init_params)
             self.state = TrainState(params, self.optimizer.state_dict(), {}, counters=dict.fromkeys(COUNTERS, 0))
             self.state.counters.update(epoch_cost_sum=0.0, epoch_steps=0)
             self.recorder = DiagnosticsRecorder(params) if cfg.diagnostics else None
@@ -136,25 +143,35 @@ class Trainer:
                                                      "test": f"{last['test_accuracy']:.2f}"}
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-            self.metrics = JsonlWriter(out_dir / "metrics.jsonl", keep=self.state.metrics_lines if resume else None)
+            if not resume and not (out_dir / "config.yaml").exists():  # a session has written (and hashed) it
+                write_text_atomic(out_dir / "config.yaml", config_text(cfg))
+            try:
+                self.metrics = JsonlWriter(out_dir / "metrics.jsonl", keep=self.state.metrics_lines if resume else None,
+                                           expect_sha256=self.state.metrics_sha256 if resume else None)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
             if log_angles:
                 self.angles = AngleLog(out_dir / "angles", resume_step=self.state.step if resume else None)
+            if not resume:
+                self.checkpoint()  # step 0: every started run can be resumed
 
     # -- state ------------------------------------------------------------------------------------------
-    def _restore(self) -> TrainState:
+    def _restore(self, point: bool | ResumePoint) -> TrainState:
         if self.out_dir is None:
             raise ValueError("resuming needs the run folder")
         # compared after validation, so settings added since the run started take their defaults on both sides
         saved = TrainConfig.model_validate(yaml.safe_load((self.out_dir / "config.yaml").read_text()))
         if saved.model_dump(mode="json") != self.cfg.model_dump(mode="json"):
             raise ConfigError(f"{self.out_dir}: the config differs from the one the run was started with")
-        state = load_checkpoint(self.out_dir)
-        for stray in self.out_dir.glob(".*.tmp"):  # left by a process killed while writing
-            stray.unlink()
+        point = point if isinstance(point, ResumePoint) else resume_point(self.out_dir)
+        state = point.state
         if state.counters.get("finished"):
             raise ConfigError(f"{self.out_dir}: the run already ended ({state.counters['finished']})")
+        if point.skipped:
+            warnings.warn(point.message(), RuntimeWarning, stacklevel=3)
+            set_aside(self.out_dir, point)
+        for stray in [*self.out_dir.glob(".*.tmp"), *self.out_dir.glob("checkpoints/.*.tmp")]:
+            stray.unlink()  # left by a process killed while writing
         self.optimizer.load_state_dict(state.optimizer)
         for name, rng in self.rngs.items():
             rng.bit_generator.state = state.rngs[name]
@@ -183,9 +200,11 @@ class Trainer:
         """Angles of the committed steps first, then the checkpoint that covers them."""
         if self.out_dir is None:
             return
-        if self.angles is not None:
-            self.angles.flush()
-        save_checkpoint(self.out_dir, self.state)
+        if self.angles is not None and (chunk := self.angles.flush()) is not None:
+            self.state.angle_chunks[chunk.name] = sha256_file(chunk)
+        if self.metrics is not None:
+            self.state.metrics_sha256 = self.metrics.sha256
+        save_checkpoint(self.out_dir, self.state, keep=self.cfg.session.keep_checkpoints)
 
     def _log(self, record: dict) -> None:
         if self.metrics is not None:
@@ -365,6 +384,15 @@ class Trainer:
                 self.recorder.save(out / "diagnostics.h5")
                 render_diagnostics(net, self.recorder.arrays(), out)
         return RunResult(summary, s.params)
+
+
+def _same_shapes(fresh: Params, given: Params) -> Params:
+    """``given`` as the network's parameters, refused unless every array has the fresh draw's shape."""
+    for name, a in fresh.as_dict().items():
+        b = np.asarray(given.as_dict()[name])
+        if b.shape != a.shape:
+            raise ConfigError(f"initial parameters {name!r} have shape {b.shape}, the network needs {a.shape}")
+    return Params(**{k: np.array(v, dtype=float) for k, v in given.as_dict().items()})
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMachine | None = None,

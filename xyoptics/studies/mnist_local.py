@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import ConfigError
 from ..core.files import read_json
+from ..lab.checkpoint import has_checkpoint
 from ..lab.session import run_session
 from . import common
 
@@ -94,7 +95,7 @@ def _train_one(task) -> dict:
     summary_path = folder / "summary.json"
     summary = read_json(summary_path) if summary_path.exists() else None
     if summary is None or summary.get("resume"):  # not started, or stopped before the end
-        resume = (folder / "checkpoint.h5").exists()
+        resume = has_checkpoint(folder)
         run_session(None if resume else cfg, folder, progress=progress, resume=resume)
         summary = read_json(summary_path)
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
