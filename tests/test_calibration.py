@@ -218,6 +218,30 @@ def test_cli_calibrate_then_train_records_the_files_used(calibrated, tmp_path, c
     assert "hardware parked" not in err and not (tmp_path / "refused").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("calibrated")
+def test_a_partial_calibration_is_refused_unless_allowed(calibrated, tmp_path, capsys):
+    cfg = yaml.safe_load((ROOT / "experiments" / "xor_lattice_skip_rig.yaml").read_text())
+    cfg.update(epochs=1, eval_every=1, stop_at_accuracy=None, architecture={"kind": "square_lattice", "rows": 3,
+                                                                           "cols": 3})
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    cal = tmp_path / "cal"
+    shutil.copytree(calibrated[0], cal)
+    (cal / "spot_map-00001.h5").unlink()
+    train = ["train", str(cfg_path), "--machine", "simulated", "--calibration", str(cal), "--quiet"]
+    capsys.readouterr()
+    assert main([*train, "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "spot_map-00001.h5 is missing" in err, err
+    assert "--only spot_map path_offsets transfer" in err and not (tmp_path / "refused").exists()
+    assert main([*train, "--out", str(tmp_path / "run"), "--allow-partial-calibration"]) == 0
+    used = json.loads((tmp_path / "run" / "calibration.json").read_text())
+    assert set(used["left_out"]) == {"spot_map", "path_offsets", "transfer"}
+    assert {u["kind"] for u in used["files"]} == {"dark", "settle", "gray_phase"}
+    assert "calibration path_offsets left out" in capsys.readouterr().err
+
+
 def test_quick_procedures_meet_their_targets_on_a_harder_rig(tmp_path):
     """A rig with other hidden imperfections than the default (experiments/rigs/variant-offsets.yaml: twice the
     spot jitter, larger path offsets and width spread): settle time, spot map, gray->phase table and path offsets

@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from ..config import ConfigError, TrainConfig, load_config
@@ -170,3 +171,13 @@ def plan_new(out: Path, cfg: TrainConfig, machine: str, calibration, trust, *, i
             plan.notes += [str(w.message) for w in caught]
             session["calibration"] = str(folder)
     return plan
+
+
+def check_init_params(net, given: Params) -> Params:
+    """``given`` as ``net``'s starting parameters, refused unless every array has the network's shape."""
+    need = {"w": (net.n_coupling_params,), "h": (net.n_spins,), "psi": (net.n_spins,)}
+    for name, shape in need.items():
+        have = np.shape(given.as_dict()[name])
+        if have != shape:
+            raise ConfigError(f"--init-from: parameters {name!r} have shape {have}, but {net.name} needs {shape}")
+    return Params(**{k: np.array(v, dtype=float) for k, v in given.as_dict().items()})

@@ -34,7 +34,7 @@ from ..core.files import read_json, sha256_file, write_json_atomic, write_text_a
 from ..core.network import XYNetwork
 from ..hil.site import load_site
 from .build import digital_machine, prepare
-from .preflight import HASHED, Plan, config_text, plan_new, plan_resume, rig_text
+from .preflight import HASHED, Plan, check_init_params, config_text, plan_new, plan_resume, rig_text
 from .trainer import RunResult, Trainer
 
 ANGLE_BYTES = 4  # float32 per logged angle
@@ -105,6 +105,8 @@ def run_session(cfg: TrainConfig | None, out: str | Path, *, machine: str = "dig
                                                      allow_partial=allow_partial_calibration)
     cfg, session = plan.cfg, plan.session
     train_set, test_set, net = prepare(cfg)
+    if plan.init_params is not None:
+        plan.init_params = check_init_params(net, plan.init_params)
     optical = session["machine"] != "digital"
     log_angles = cfg.session.angles_logged(optical)
     check_disk_space(out, estimate_run_bytes(cfg, len(train_set), net, log_angles), cfg.session.min_free_disk_mb)
@@ -112,6 +114,10 @@ def run_session(cfg: TrainConfig | None, out: str | Path, *, machine: str = "dig
         raise ConfigError("ep.cost: an optical machine nudges with an injected field, which realises "
                           "the cosine cost only; set ep.cost: cosine")
     site_limits = load_site(site) if optical else None
+    laser = plan.rig.laser if optical else None
+    if laser is not None and site_limits is not None and laser.power_mw > site_limits.laser_limit(laser.resource):
+        raise ConfigError(f"the rig asks the laser {laser.resource} for {laser.power_mw} mW, above the site limit "
+                          f"of {site_limits.laser_limit(laser.resource)} mW ({site_limits.path})")
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     session["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume": resume})

@@ -130,8 +130,8 @@ class Trainer:
             self.state = self._restore(resume)
         else:
             params = self.net.init_params(self.rngs["init"], cfg.init.coupling_std, cfg.init.bias_max)
-            if init_params is not None:
-                params = _same_shapes(params, init_params)
+            if init_params is not None:  # the draw above still happens: the generators stay as in any run
+                params = init_params
             self.state = TrainState(params, self.optimizer.state_dict(), {}, counters=dict.fromkeys(COUNTERS, 0))
             self.state.counters.update(epoch_cost_sum=0.0, epoch_steps=0)
             self.recorder = DiagnosticsRecorder(params) if cfg.diagnostics else None
@@ -384,15 +384,6 @@ class Trainer:
                 self.recorder.save(out / "diagnostics.h5")
                 render_diagnostics(net, self.recorder.arrays(), out)
         return RunResult(summary, s.params)
-
-
-def _same_shapes(fresh: Params, given: Params) -> Params:
-    """``given`` as the network's parameters, refused unless every array has the fresh draw's shape."""
-    for name, a in fresh.as_dict().items():
-        b = np.asarray(given.as_dict()[name])
-        if b.shape != a.shape:
-            raise ConfigError(f"initial parameters {name!r} have shape {b.shape}, the network needs {a.shape}")
-    return Params(**{k: np.array(v, dtype=float) for k, v in given.as_dict().items()})
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, machine: XYMachine | None = None,
