@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from xyoptics.hil.readout import phase_shifting, pool_spots
-
 from .session import CalibrationFailed, RigSession
 from .spots import MIN_MODULATION
 
@@ -33,7 +31,6 @@ def measure_gray_phase(session: RigSession, n_levels: int = 48) -> tuple[dict, d
     t, p = layout.config.tile_px, layout.config.period_px
     x = np.arange(t)
     high = (x % p) >= p // 2  # binary grating: the second half of each period shows level g, the first 0
-    weights = session.spot_weights
     steps = 2 * np.pi * np.arange(4) / 4
     reads = []
     for g in levels:
@@ -44,11 +41,9 @@ def measure_gray_phase(session: RigSession, n_levels: int = 48) -> tuple[dict, d
             for r0, c0 in layout.tile_origin[layout.clamp_tile]:
                 display[r0:r0 + t, c0 + x[high]] = g
                 display[r0:r0 + t, c0 + x[~high]] = 0
-            slm.set_phase(display, settle=False)
-            session.clock.sleep(session.settle_time_s)
-            session.camera.flush()
+            session.show_display(display)
             frames.append(session.grab(1)[0])
-        est = pool_spots(phase_shifting(np.array(frames), steps), weights, layout.carrier)
+        est = session.read_spots(np.array(frames), steps)
         session.require_light(np.array(frames), est.modulation, MIN_MODULATION)
         reads.append(est.theta)
     reads = np.array(reads)  # (levels, spins)

@@ -13,6 +13,8 @@ import numpy as np
 from xyoptics.core.network import XYNetwork
 from xyoptics.hil.clock import RealClock
 from xyoptics.hil.layout import Calibration, Layout, LayoutConfig, RigTopology
+from xyoptics.hil.readout import pooled_phase_shifting
+from xyoptics.hil.slmwriter import TileWriter
 
 
 class CalibrationFailed(RuntimeError):
@@ -23,6 +25,7 @@ class RigSession:
     def __init__(self, slm, camera, topology: RigTopology, layout: LayoutConfig, *,
                  settle_time_s: float | None = None, clock=None, calibration: Calibration = Calibration(),
                  shutter=None):
+        topology = topology.physical()  # every replica's tiles and spots are calibrated as tiles and spots
         n = topology.n_spins
         routing = XYNetwork(n, np.array(topology.bonds, dtype=np.int64).reshape(-1, 2),
                             np.arange(len(topology.bonds)), [], [], name="rig routing")
@@ -32,7 +35,8 @@ class RigSession:
         self.clock = clock if clock is not None else getattr(slm, "clock", None) or RealClock()
         self.saturation = 2 ** camera.bitdepth - 1
         self.frames_grabbed = 0
-        self.spot_weights = self.layout.spot_weights()  # (n_spins, rows, cols), from the calibrated spot map
+        self.writer = TileWriter(slm, self.layout)
+        self.spot_patches = self.layout.spot_patches()  # sparse spot weights, from the calibrated spot map
 
     @property
     def n_spins(self) -> int:
@@ -51,10 +55,26 @@ class RigSession:
         return eta, alpha
 
     def show(self, eta: np.ndarray, alpha: np.ndarray, wait: bool = True) -> None:
-        self.slm.set_phase(self.layout.image(eta, alpha), settle=False)
+        """Show tile settings (only changed tiles are re-encoded); wait the settle time and drop stale frames."""
+        self.writer.write(eta, alpha)
         if wait:
-            self.clock.sleep(self.settle_time_s)
-            self.camera.flush()
+            self.settle()
+
+    def show_display(self, display: np.ndarray, wait: bool = True) -> None:
+        """Show an integer display image as it is (no phase conversion)."""
+        self.writer.invalidate()
+        self.slm.set_phase(display, settle=False)
+        if wait:
+            self.settle()
+
+    def settle(self) -> None:
+        self.clock.sleep(self.settle_time_s)
+        self.camera.flush()
+
+    def read_spots(self, frames: np.ndarray, steps: np.ndarray):
+        """Pooled phase-shifting estimate of every spot from a frame stack (``readout.pooled_phase_shifting``)."""
+        patches = self.spot_patches
+        return pooled_phase_shifting(patches.gather(frames), steps, patches, self.layout.carrier)
 
     def grab(self, n: int = 1) -> np.ndarray:
         """``n`` frames (n, rows, cols) as float64 counts."""

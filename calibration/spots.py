@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from xyoptics.core.angles import wrap
-from xyoptics.hil.readout import phase_shifting, pool_spots
+from xyoptics.hil.readout import phase_shifting
 
 from .session import RigSession
 
@@ -67,13 +67,11 @@ def _centroid(modulation, rows, cols, window) -> tuple[float, float, float]:
 
 def measure_path_offsets(session: RigSession, repeats: int = 4) -> tuple[dict, dict]:
     """Per-spin path offsets (n_spins,) in radians, zero circular mean."""
-    layout = session.layout
-    weights = session.spot_weights
     eta, alpha = session.clamped(np.zeros(session.n_spins))
     reads, modulation, residual = [], [], []
     for _ in range(repeats):
         frames, steps = session.phase_stack(eta, alpha)
-        est = pool_spots(phase_shifting(frames, steps), weights, layout.carrier)
+        est = session.read_spots(frames, steps)
         session.require_light(frames, est.modulation, MIN_MODULATION)
         reads.append(est.theta)
         modulation.append(est.modulation)

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from xyoptics.hil.readout import phase_shifting, pool_spots
-
 from .session import CalibrationFailed, RigSession
 from .spots import MIN_MODULATION
 
@@ -41,7 +39,7 @@ def _read(session: RigSession, eta, alpha, gauge: int, repeats: int = REPEATS) -
     reads = []
     for _ in range(repeats):
         frames, steps = session.phase_stack(eta, alpha)
-        est = pool_spots(phase_shifting(frames, steps), session.spot_weights, layout.carrier)
+        est = session.read_spots(frames, steps)
         session.require_light(frames, est.modulation, MIN_MODULATION)
         theta = est.theta - (0.0 if offsets is None else np.asarray(offsets))
         reads.append(theta - theta[gauge])

@@ -7,15 +7,21 @@ Its only input is the integer image an SLM displays; its only output the camera 
   p(t) = p_new + (p_then - p_new) exp(-(t - t_write) / tau), where p_then is what the pixel showed at the write,
   so a write during settling starts from a partly updated image. ``settle_time_s`` is the time to a 1 %
   residual, tau = settle_time_s / ln 100; a residual under 1e-6 (after 3 settle times) counts as settled.
+  Only tile pixels diffract into the network, so the state is kept per tile: a tile whose gray levels a write
+  leaves unchanged keeps moving as before (the exponential is memoryless), and only moving tiles are re-read.
 * Tiles (see ``xyoptics.hil.layout``): each tile's first diffraction order, plus crosstalk chi times its four
   neighbours' orders, times a hidden per-tile gain, sets the physical couplings W_b = G eta cos(arg) and the
   injected fields (bias, clamp, nudge) G eta e^{i arg} on each spin.
 * Spins relax (overdamped) to a minimum of E = -sum W cos(phi_i - phi_j) - sum |F_i| cos(phi_i - arg F_i),
-  starting from their present state, plus thermal noise. A spin whose injected field exceeds ``LOCK_RATIO``
+  starting from their present rest state; each camera frame sees them with fresh thermal noise. They relax again
+  only when a field or coupling on a spin changed by more than ``RELAX_TOL`` of the spin's stiffness
+  K_i = |F_i| + sum_j |W_ij|, which bounds the shift of its angle to ~1e-3 rad (the tail of a liquid-crystal
+  transition, 1e-4 of a strength, moves it by ~1e-4 rad, below the thermal noise). With every field and
+  coupling below ``DARK_FIELD`` nothing holds a phase against spontaneous emission: the phases are random then. A spin whose injected field exceeds ``LOCK_RATIO``
   times its couplings is injection-locked: phi = arg F plus the first-order pull of its neighbours. With every
   field off, spontaneous emission leaves random phases.
 * Camera: spot i carries sqrt(P) b_i e^{i(phi_i + o_i)} g_i(x) (hidden path offsets o_i, spot centres and
-  widths), the reference sqrt(P) r e^{i(delta + k.x)} overlaps all spots; the reference phase delta and power P
+  widths; g_i is drawn out to ``PROFILE_CUT`` of its peak), the reference sqrt(P) r e^{i(delta + k.x)} overlaps all spots; the reference phase delta and power P
   drift as random walks in time. Frames get shot noise, read noise, a dark offset, quantisation and saturation.
 
 Every imperfection can be switched off (``Imperfections.none()``); the hidden truth is exposed only through the
@@ -34,9 +40,12 @@ from xyoptics.core.network import Params, XYNetwork
 from xyoptics.core.relax import build_landscape, minimise
 from xyoptics.core.schema import Strict
 from xyoptics.hil.clock import VirtualClock
-from xyoptics.hil.layout import Layout, LayoutConfig, RigTopology, nominal_spot_centres
+from xyoptics.hil.layout import Layout, LayoutConfig, RigTopology, nominal_spot_centres, tile_amplitude
+from xyoptics.hil.patches import SpotPatches
 
 LOCK_RATIO = 20.0
+RELAX_TOL = 1e-3  # spins re-relax when a force on them changes by more than this fraction of their stiffness
+PROFILE_CUT = 1e-4  # spot field profiles end here (fraction of their peak; a cross term under 1 count)
 SETTLED_RESIDUAL = 0.01  # residual of the liquid-crystal response at the settle time
 SNAP_RESIDUAL = 1e-6  # below this residual the new image is in effect exactly
 _ENGINES: "weakref.WeakValueDictionary[str, XYRigEngine]" = weakref.WeakValueDictionary()
@@ -45,7 +54,7 @@ _ENGINES: "weakref.WeakValueDictionary[str, XYRigEngine]" = weakref.WeakValueDic
 def find_engine(rig_name: str):
     """The live simulated rig of that name (its simulated shutter blocks its light), or None."""
     return _ENGINES.get(rig_name)
-DARK_FIELD = 1e-9
+DARK_FIELD = 1e-3  # strength (XY energy units) too weak to hold a phase against spontaneous emission
 
 
 class Imperfections(Strict):
@@ -99,6 +108,7 @@ class XYRigEngine:
                  camera_shape: tuple[int, int], *, imperfections: Imperfections, settle_time_s: float,
                  seed: int, clock=None, photons_per_unit: float = 4000.0, counts_per_photon: float = 0.15,
                  camera_bitdepth: int = 12, reference_amplitude: float = 1.0, rig_name: str = "simulated-xy-rig"):
+        topology = topology.physical()  # replicas are further spins and bonds of one routing
         self.topology, self.layout_config, self.imp = topology, layout, imperfections
         self.rng = np.random.default_rng(seed)
         self.clock = clock if clock is not None else VirtualClock()
@@ -126,89 +136,115 @@ class XYRigEngine:
         self.reference_amplitude = reference_amplitude
         self.light = True  # False: beam blocked (the simulated shutter xyshutter://<rig_name> switches this)
         _ENGINES[rig_name] = self
-        self._from: np.ndarray | None = None  # the image the pixels showed at the last write (None: flat)
-        self._target: np.ndarray | None = None  # the image last written
-        self._written_at = 0.0
-        self._applied_key: tuple | None = None  # (write time, response time) of the image the spins relaxed under
+        self._pixels = self.tiles.tile_pixels()
+        n_tiles, t = self.tiles.n_tiles, layout.tile_px
+        self._gray: np.ndarray | None = None  # gray levels of the tile pixels last displayed (None: nothing yet)
+        self._target = np.zeros((n_tiles, t, t))  # phase each tile pixel moves to (rad)
+        self._from = np.zeros((n_tiles, t, t))  # what it showed at its tile's last change
+        self._changed_at = np.full(n_tiles, -np.inf)  # time of each tile's last change
+        self._target_orders = np.zeros(n_tiles, dtype=complex)  # first-order amplitude of each tile's target
+        self._neighbours = _edge_neighbours(self.tiles.tile_origin // t)
+        self._strengths: tuple | None = None  # (couplings, fields) the spins last relaxed under
         self._failing_frames = 0
         self._reference = 0.0 + 0.0j
         self._last_time = self.clock.now()
         self._networks: dict[tuple, XYNetwork] = {}
-        yy, xx = np.mgrid[:camera_shape[0], :camera_shape[1]]
         k = 2 * np.pi / layout.carrier_period_px
-        self._carrier = np.exp(1j * k * xx)
-        d2 = (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
-        self._profiles = np.exp(-d2 / (4 * self.truth.spot_sigma[:, None, None] ** 2)).reshape(n, -1)
+        self._carrier = np.broadcast_to(np.exp(1j * k * np.arange(camera_shape[1])), camera_shape)
+        # field profile exp(-d^2 / (4 sigma^2)): a Gaussian of width sqrt(2) sigma, cut where it is negligible
+        cut = np.sqrt(2 * np.log(1 / PROFILE_CUT))
+        profiles = SpotPatches.gaussian(centres, np.sqrt(2) * self.truth.spot_sigma, camera_shape, cut)
+        spot, entry = np.nonzero(profiles.weight)  # the pixels each spot's field reaches, as one flat list
+        self._profile_spot, self._profile_pixel = spot, profiles.index[spot, entry]
+        self._profile_value = profiles.weight[spot, entry]
 
     # -- SLM side -------------------------------------------------------------------------------------
     def display(self, gray: np.ndarray, gamma_sign: float, bitresolution: int) -> None:
-        """Receive a displayed integer image. The pixels start moving from what they show now (which may be a
-        partly settled earlier image) towards it, with the liquid crystal's exponential response."""
+        """Receive a displayed integer image. The pixels of every tile whose gray levels changed start moving
+        from what they show now (which may be a partly settled earlier image) towards it, with the liquid
+        crystal's exponential response."""
         self._advance()
         now = self.clock.now()
-        x = np.asarray(gray, dtype=np.float64) / bitresolution
-        f = x + self.truth.gamma_a * np.sin(2 * np.pi * x) / (2 * np.pi)
-        self._from = self.shown(now)
-        self._target, self._written_at = gamma_sign * 2 * np.pi * f, now
+        levels = np.asarray(gray)[self._pixels]
+        if self._gray is None:
+            changed = np.arange(len(levels))
+        else:
+            changed = np.flatnonzero((levels != self._gray).any(axis=(1, 2)))
+        if len(changed):
+            x = levels[changed].astype(np.float64) / bitresolution
+            f = x + self.truth.gamma_a * np.sin(2 * np.pi * x) / (2 * np.pi)
+            self._from[changed] = self._shown_tiles(changed, now)
+            self._target[changed] = gamma_sign * 2 * np.pi * f
+            self._changed_at[changed] = now
+            self._target_orders[changed] = tile_amplitude(self._target[changed], self.layout_config.period_px)
+        self._gray = levels
 
-    def _response(self, now: float) -> float:
-        """Residual of the last write, exp(-(t - t_write) / tau); 0 once under ``SNAP_RESIDUAL``."""
+    def _residuals(self, now: float) -> np.ndarray:
+        """Residual of each tile's last change, exp(-(t - t_change) / tau); 0 once under ``SNAP_RESIDUAL``."""
         tau = self.truth.settle_time_s / np.log(1 / SETTLED_RESIDUAL)
-        residual = float(np.exp(-max(now - self._written_at, 0.0) / tau))
-        return 0.0 if residual < SNAP_RESIDUAL else residual
+        residual = np.exp(-np.maximum(now - self._changed_at, 0.0) / tau)
+        return np.where(residual < SNAP_RESIDUAL, 0.0, residual)
+
+    def _shown_tiles(self, tiles: np.ndarray, now: float) -> np.ndarray:
+        r = self._residuals(now)[tiles, None, None]
+        return self._target[tiles] + r * (self._from[tiles] - self._target[tiles])
 
     def shown(self, now: float) -> np.ndarray | None:
-        """The phase image (rad) the pixels show at time ``now`` (hidden truth; None: nothing written yet)."""
-        if self._target is None:
-            return None
-        residual = self._response(now)
-        if residual == 0.0:
-            return self._target
-        start = np.zeros_like(self._target) if self._from is None else self._from
-        return self._target + residual * (start - self._target)
-
-    # -- dynamics -------------------------------------------------------------------------------------
-    def _tile_orders(self, phase_image: np.ndarray) -> np.ndarray:
-        c = self.tiles.read_tiles(phase_image)
-        chi = self.imp.crosstalk
-        if chi:
-            origin = self.tiles.tile_origin // self.layout_config.tile_px
-            lookup = {tuple(o): k for k, o in enumerate(origin.tolist())}
-            leak = np.zeros_like(c)
-            for k, (r, col) in enumerate(origin.tolist()):
-                for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-                    j = lookup.get((r + dr, col + dc))
-                    if j is not None:
-                        leak[k] += c[j]
-            c = c + chi * leak
-        return c * self.truth.tile_gain
-
-    def tile_strengths(self, phase_image: np.ndarray) -> np.ndarray:
-        """True efficiency times phase factor, eta e^{i arg}, of every tile for a displayed phase image (hidden
-        truth: gains and crosstalk included)."""
-        c = self._tile_orders(phase_image)
-        return np.abs(c) * c
+        """The phases (n_tiles, tile_px, tile_px; rad) the tile pixels show at time ``now`` (hidden truth; None:
+        nothing written yet)."""
+        return None if self._gray is None else self._shown_tiles(np.arange(self.tiles.n_tiles), now)
 
     def displayed(self) -> np.ndarray | None:
-        """The phase image most recently written, as it shows once settled (hidden truth: after the
-        gray -> phase response)."""
-        return self._target
+        """The tile phases (n_tiles, tile_px, tile_px) most recently written, as they show once settled (hidden
+        truth: after the gray -> phase response)."""
+        return None if self._gray is None else self._target
 
-    def _apply(self, phase_image: np.ndarray) -> None:
+    # -- dynamics -------------------------------------------------------------------------------------
+    def _orders(self, amplitudes: np.ndarray) -> np.ndarray:
+        """First orders with the crosstalk of the four edge neighbours and the hidden tile gains."""
+        chi = self.imp.crosstalk
+        if chi:
+            padded = np.append(amplitudes, 0.0)
+            amplitudes = amplitudes + chi * padded[self._neighbours].sum(axis=1)
+        return amplitudes * self.truth.tile_gain
+
+    def tile_strengths(self, tile_phases: np.ndarray) -> np.ndarray:
+        """True efficiency times phase factor, eta e^{i arg}, of every tile showing ``tile_phases`` (n_tiles,
+        tile_px, tile_px) (hidden truth: gains and crosstalk included)."""
+        c = self._orders(tile_amplitude(tile_phases, self.layout_config.period_px))
+        return np.abs(c) * c
+
+    def _strengths_now(self, now: float) -> np.ndarray:
+        amplitudes = self._target_orders.copy()
+        moving = np.flatnonzero(self._residuals(now))
+        if len(moving):
+            amplitudes[moving] = tile_amplitude(self._shown_tiles(moving, now), self.layout_config.period_px)
+        c = self._orders(amplitudes)
+        return np.abs(c) * c
+
+    def _apply(self, eta_phase: np.ndarray) -> None:
+        """Let the spins settle under the tile strengths ``eta_phase`` (eta e^{i arg} per tile)."""
         g, t = self.layout_config.gains, self.tiles
-        eta_phase = self.tile_strengths(phase_image)
         w = g.coupling * eta_phase[:len(self.topology.bonds)].real
         field = (g.bias * eta_phase[t.bias_tile] + g.clamp * eta_phase[t.clamp_tile]
                  + g.nudge * eta_phase[t.nudge_tile])
         self._reference = eta_phase[t.reference_tile]
         phases = self.truth.phases
         if np.abs(field).max(initial=0) < DARK_FIELD and np.abs(w).max(initial=0) < DARK_FIELD:
-            self.truth.phases = self.rng.uniform(-np.pi, np.pi, len(phases))
+            self.truth.phases = self.rng.uniform(-np.pi, np.pi, len(phases))  # spontaneous emission
+            self._strengths = None
             return
-        coupling_sum = np.zeros(len(phases))
         edges = self.routing.edges
+        coupling_sum = np.zeros(len(phases))
         np.add.at(coupling_sum, edges[:, 0], np.abs(w))
         np.add.at(coupling_sum, edges[:, 1], np.abs(w))
+        if self._strengths is not None:  # shifts of an equilibrium angle are ~ (change of a force) / stiffness
+            stiffness = np.abs(field) + coupling_sum
+            moved = (np.abs(field - self._strengths[1]) > RELAX_TOL * stiffness).any() or (
+                np.abs(w - self._strengths[0]) > RELAX_TOL * np.minimum(*stiffness[edges.T])).any()
+            if not moved:
+                return  # nothing the spins feel has changed measurably: they stay at rest
+        self._strengths = (w, field)
         locked = np.abs(field) > LOCK_RATIO * np.maximum(coupling_sum, DARK_FIELD)
         phases = phases.copy()
         phases[locked] = np.angle(field[locked])
@@ -225,8 +261,6 @@ class XYRigEngine:
             np.add.at(pull, i, w * np.sin(phases[j] - phases[i]))
             np.add.at(pull, j, w * np.sin(phases[i] - phases[j]))
             phases[locked] += pull[locked] / np.abs(field[locked])
-        if self.imp.thermal_noise_rad:
-            phases += self.rng.normal(0, self.imp.thermal_noise_rad, len(phases))
         self.truth.phases = np.angle(np.exp(1j * phases))
 
     def _network(self, locked: tuple) -> XYNetwork:
@@ -243,30 +277,24 @@ class XYRigEngine:
         if dt:
             self.truth.reference_phase += self.imp.drift_phase_rad * np.sqrt(dt) * self.rng.normal()
             self.truth.power *= float(np.exp(self.imp.drift_power * np.sqrt(dt) * self.rng.normal()))
-        if self._target is None:
-            return
-        residual = self._response(now)
-        key = (self._written_at, residual)
-        if key != self._applied_key:  # the spins relax under the image shown now
-            self._apply(self.shown(now))
-            self._applied_key = key
+        if self._gray is not None:  # the spins relax under the image shown now
+            self._apply(self._strengths_now(now))
 
     # -- replay and faults -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """The dynamic state -- noise generator, spin phases, drifts, the images in transition and, on a
-        virtual clock, the time -- so that a checkpointed simulation continues exactly as it would have."""
+        """The dynamic state -- noise generator, spin phases, drifts, the tiles in transition and, on a virtual
+        clock, the time -- so that a checkpointed simulation continues exactly as it would have."""
         tr = self.truth
         state = {"rng": self.rng.bit_generator.state, "phases": tr.phases.copy(),
                  "reference_phase": float(tr.reference_phase), "power": float(tr.power),
                  "reference": [float(self._reference.real), float(self._reference.imag)]}
         if isinstance(self.clock, VirtualClock):
             state.update(time=self.clock.t, last_time=float(self._last_time))
-        if self._target is not None:
-            state.update(written_at=float(self._written_at), target_image=self._target.copy())
-            if self._applied_key is not None:
-                state.update(applied_key=list(self._applied_key))
-            if self._from is not None:
-                state.update(from_image=self._from.copy())
+        if self._gray is not None:
+            state.update(tile_gray=self._gray.copy(), tile_target=self._target.copy(), tile_from=self._from.copy(),
+                         tile_changed_at=self._changed_at.copy())
+        if self._strengths is not None:
+            state.update(couplings=self._strengths[0].copy(), fields=self._strengths[1].copy())
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -277,11 +305,17 @@ class XYRigEngine:
         self._reference = complex(*state["reference"])
         if "time" in state and isinstance(self.clock, VirtualClock):
             self.clock.t, self._last_time = float(state["time"]), float(state["last_time"])
-        self._target = np.array(state["target_image"]) if "target_image" in state else None
-        self._from = np.array(state["from_image"]) if "from_image" in state else None
-        self._written_at = float(state.get("written_at", 0.0))
-        key = state.get("applied_key")
-        self._applied_key = None if key is None else tuple(float(k) for k in key)
+        if "target_image" in state:
+            raise ValueError("this simulated-rig state predates per-tile replay (xyoptics before issue 13); start "
+                             "the run again or resume it with the version that wrote it")
+        self._gray = np.array(state["tile_gray"]) if "tile_gray" in state else None
+        if self._gray is not None:
+            self._target = np.array(state["tile_target"], dtype=np.float64)
+            self._from = np.array(state["tile_from"], dtype=np.float64)
+            self._changed_at = np.array(state["tile_changed_at"], dtype=np.float64)
+            self._target_orders = tile_amplitude(self._target, self.layout_config.period_px)
+        self._strengths = ((np.array(state["couplings"]), np.array(state["fields"]).astype(complex))
+                           if "couplings" in state else None)
 
     def fail_next_frames(self, n: int) -> None:
         """Fault injection: the next ``n`` frame grabs time out (TimeoutError), as a stalled camera would."""
@@ -289,22 +323,39 @@ class XYRigEngine:
 
     # -- camera side ----------------------------------------------------------------------------------
     def frame(self, exposure_s: float, reference_scale: float = 1.0) -> np.ndarray:
-        """One camera frame (rows, cols) in counts, float64 (integer-valued when quantised)."""
+        """One camera frame (rows, cols) in counts, float64 (integer-valued when quantised). Each frame sees the
+        spins with fresh thermal noise around their rest state."""
         if self._failing_frames > 0:
             self._failing_frames -= 1
             raise TimeoutError("simulated camera: no frame within the timeout")
         self._advance()
         tr, imp = self.truth, self.imp
-        spots = tr.spot_brightness * np.exp(1j * (tr.phases + tr.path_offsets))
-        total = (spots @ self._profiles).reshape(self.camera_shape) \
-            + self.reference_amplitude * reference_scale * self._reference * np.exp(1j * tr.reference_phase) \
+        phases = tr.phases
+        if imp.thermal_noise_rad:
+            phases = phases + self.rng.normal(0, imp.thermal_noise_rad, len(phases))
+        spots = tr.spot_brightness * np.exp(1j * (phases + tr.path_offsets))
+        amplitude = spots[self._profile_spot] * self._profile_value
+        size, index = self.camera_shape[0] * self.camera_shape[1], self._profile_pixel
+        total = (np.bincount(index, amplitude.real, size) + 1j * np.bincount(index, amplitude.imag, size)).reshape(
+            self.camera_shape)
+        total += self.reference_amplitude * reference_scale * self._reference * np.exp(1j * tr.reference_phase) \
             * self._carrier
-        photons = tr.power * self.light * np.abs(total) ** 2 * self.photons_per_unit * exposure_s / 1e-3
+        photons = tr.power * self.light * (total.real ** 2 + total.imag ** 2) * (
+            self.photons_per_unit * exposure_s / 1e-3)
         if imp.shot_noise:
             photons = self.rng.poisson(photons).astype(np.float64)
         counts = photons * self.counts_per_photon + imp.dark_offset_counts
         if imp.read_noise_counts:
-            counts = counts + self.rng.normal(0, imp.read_noise_counts, counts.shape)
+            counts += self.rng.normal(0, imp.read_noise_counts, counts.shape)
         if imp.quantise:
-            counts = np.rint(counts)
-        return np.clip(counts, 0, self.full_scale)
+            np.rint(counts, out=counts)
+        return np.clip(counts, 0, self.full_scale, out=counts)
+
+
+def _edge_neighbours(cells: np.ndarray) -> np.ndarray:
+    """(n_tiles, 4) indices of the tiles left, right, above and below each tile's grid cell (row, col), or
+    n_tiles where there is none."""
+    lookup = {tuple(c): k for k, c in enumerate(cells.tolist())}
+    missing = len(cells)
+    return np.array([[lookup.get((r + dr, c + dc), missing) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))]
+                     for r, c in cells.tolist()], dtype=np.intp).reshape(-1, 4)

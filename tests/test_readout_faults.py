@@ -62,9 +62,15 @@ def test_each_fault_is_flagged_by_name(rig, monkeypatch, fault, flag, spins):
         truth.spot_brightness[NET.outputs[0]] = 0.0
     elif fault == "weak_laser":
         truth.power = 0.1
-    elif fault == "reference_jumps":  # the reference phase wanders by ~0.35 rad between frames
+    elif fault == "reference_jumps":  # the reference phase jumps by 0.6 rad before every frame
         engine = rig.slm.engine
-        monkeypatch.setattr(engine, "imp", engine.imp.model_copy(update={"drift_phase_rad": 5.0}))
+        frame = engine.frame
+
+        def jumping(*args, **kwargs):
+            engine.truth.reference_phase += 0.6
+            return frame(*args, **kwargs)
+
+        monkeypatch.setattr(engine, "frame", jumping)
     else:
         rig.camera.set_exposure(0.02)
     eq = rig.equilibrate(params(), X)

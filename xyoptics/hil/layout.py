@@ -29,6 +29,7 @@ from pydantic import Field
 
 from ..core.network import Params, XYNetwork
 from ..core.schema import Strict
+from .patches import SpotPatches
 
 
 class TileGains(Strict):
@@ -53,10 +54,20 @@ class LayoutConfig(Strict):
 
 
 class RigTopology(Strict):
-    """The rig's fixed optical routing: how many spins, and which spin pair each bond tile couples."""
+    """The rig's fixed optical routing: how many spins, and which spin pair each bond tile couples -- in each of
+    ``replicas`` identical copies, each with its own tiles and spots, which equilibrate different samples of a
+    batch in the same frames."""
 
     n_spins: int = Field(ge=1)
     bonds: list[tuple[int, int]]
+    replicas: int = Field(default=1, ge=1, description="copies of this routing on the rig")
+
+    def physical(self) -> "RigTopology":
+        """Every copy as one routing (replica r's spin i is spin r * n_spins + i, its bonds follow in turn)."""
+        if self.replicas == 1:
+            return self
+        bonds = [(r * self.n_spins + i, r * self.n_spins + j) for r in range(self.replicas) for i, j in self.bonds]
+        return RigTopology(n_spins=self.replicas * self.n_spins, bonds=bonds)
 
 
 def grating_amplitude(depth: np.ndarray, period: int) -> np.ndarray:
@@ -93,24 +104,32 @@ class Calibration:
 
 
 class Layout:
-    """Assigns a network's bonds and spins to the rig's tiles and spots, and encodes SLM images."""
+    """Assigns a network's bonds and spins to the rig's tiles and spots (in every replica of the routing), and
+    encodes SLM images.
+
+    With R replicas the tiles and spots are those of ``topology.physical()``: network spin i of replica r sits on
+    rig spin ``spin_index[r, i]`` = r * n + i (n spins per replica) and network bond e on tile
+    ``bond_tile[r, e]``; parameters are the same in every replica, inputs, seeds and nudges per replica."""
 
     def __init__(self, net: XYNetwork, topology: RigTopology, config: LayoutConfig,
                  slm_shape: tuple[int, int], camera_shape: tuple[int, int], calibration: Calibration = Calibration()):
         self.net, self.topology, self.config, self.calibration = net, topology, config, calibration
-        n_rig = topology.n_spins
+        n_rig, replicas = topology.n_spins, topology.replicas
         if net.n_spins > n_rig:
             raise ValueError(f"network has {net.n_spins} spins but the rig only {n_rig}")
         pairs = {tuple(sorted(b)): k for k, b in enumerate(topology.bonds)}
         missing = [tuple(e) for e in net.edges.tolist() if tuple(sorted(e)) not in pairs]
         if missing:
             raise ValueError(f"{len(missing)} bonds of the network are not routed on this rig, e.g. {missing[:3]}")
-        self.bond_tile = np.array([pairs[tuple(sorted(e))] for e in net.edges.tolist()], dtype=np.int64)
-        n_bond_tiles = len(topology.bonds)
-        self.bias_tile = n_bond_tiles + np.arange(n_rig)
-        self.clamp_tile = self.bias_tile + n_rig
-        self.nudge_tile = self.clamp_tile + n_rig
-        self.reference_tile = n_bond_tiles + 3 * n_rig
+        per_copy = np.array([pairs[tuple(sorted(e))] for e in net.edges.tolist()], dtype=np.int64)
+        self.replicas = replicas
+        self.bond_tile = np.arange(replicas)[:, None] * len(topology.bonds) + per_copy  # (replicas, n_edges)
+        self.spin_index = np.arange(replicas)[:, None] * n_rig + np.arange(net.n_spins)  # (replicas, n_net)
+        n_bond_tiles, n_spots = replicas * len(topology.bonds), replicas * n_rig
+        self.bias_tile = n_bond_tiles + np.arange(n_spots)
+        self.clamp_tile = self.bias_tile + n_spots
+        self.nudge_tile = self.clamp_tile + n_spots
+        self.reference_tile = n_bond_tiles + 3 * n_spots
         self.n_tiles = self.reference_tile + 1
         t = config.tile_px
         self.slm_shape = tuple(slm_shape)
@@ -123,9 +142,9 @@ class Layout:
         self.tile_origin = cells * t  # (row, col) pixels
         depths = np.linspace(0.0, 2 * np.pi, 4097)
         c1 = grating_amplitude(depths, config.period_px)
-        self._depths, self._eta, self._arg = depths, np.abs(c1) ** 2, np.angle(c1)
+        self._depths, self._eta, self._arg_unwrapped = depths, np.abs(c1) ** 2, np.unwrap(np.angle(c1))
         self.camera_shape = tuple(camera_shape)
-        self.spot_centres = nominal_spot_centres(n_rig, config, camera_shape) \
+        self.spot_centres = nominal_spot_centres(n_spots, config, camera_shape) \
             if calibration.spot_centres is None else np.asarray(calibration.spot_centres, float)
 
     # -- encoding ---------------------------------------------------------------------------------------
@@ -134,72 +153,73 @@ class Layout:
                       reference_piston: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
         """Target efficiency eta and phase alpha for every tile, and how many were clipped at eta = 1.
 
-        ``inputs`` (n_inputs,) clamp the input spins; ``seed`` (n_spins,) instead clamps every spin (used to
-        prepare a start state); the nudge pulls the outputs toward ``targets`` with strength ``nudge_beta``."""
+        ``inputs`` (k, n_inputs) clamp the input spins of the first k replicas; ``seed`` (k, n_spins) instead
+        clamps every spin of them (used to prepare a start state); the nudge pulls their outputs toward
+        ``targets`` (k, n_outputs) with strength ``nudge_beta``. One-dimensional arrays are one replica's.
+        Couplings and biases are the same in every replica; replicas beyond k get no clamp and no nudge."""
         g = self.config.gains
-        net, n_rig = self.net, self.topology.n_spins
+        net = self.net
         eta = np.zeros(self.n_tiles)
         alpha = np.zeros(self.n_tiles)
         w = net.bond_weights(params)
         eta[self.bond_tile] = np.abs(w) / g.coupling
         alpha[self.bond_tile] = np.where(w < 0, np.pi, 0.0)
-        h = np.zeros(n_rig)
-        h[:net.n_spins] = np.where(net.free, params.h, 0.0)
-        psi = np.zeros(n_rig)
-        psi[:net.n_spins] = params.psi
-        eta[self.bias_tile] = np.abs(h) / g.bias
-        alpha[self.bias_tile] = psi + np.where(h < 0, np.pi, 0.0)
+        spins = self.spin_index
+        h = np.where(net.free, params.h, 0.0)
+        eta[self.bias_tile[spins]] = np.abs(h) / g.bias
+        alpha[self.bias_tile[spins]] = params.psi + np.where(h < 0, np.pi, 0.0)
         if seed is not None:
-            eta[self.clamp_tile[:net.n_spins]] = 1.0
-            alpha[self.clamp_tile[:net.n_spins]] = seed
+            seed = np.atleast_2d(seed)
+            used = spins[:len(seed)]
+            eta[self.clamp_tile[used]], alpha[self.clamp_tile[used]] = 1.0, seed
         else:
-            eta[self.clamp_tile[net.inputs]] = 1.0
-            alpha[self.clamp_tile[net.inputs]] = inputs
+            inputs = np.atleast_2d(inputs)
+            used = spins[:len(inputs)][:, net.inputs]
+            eta[self.clamp_tile[used]], alpha[self.clamp_tile[used]] = 1.0, inputs
         if nudge_beta:
-            eta[self.nudge_tile[net.outputs]] = abs(nudge_beta) / g.nudge
-            alpha[self.nudge_tile[net.outputs]] = np.asarray(targets) + (np.pi if nudge_beta < 0 else 0.0)
+            targets = np.atleast_2d(targets)
+            used = self.nudge_tile[spins[:len(targets)][:, net.outputs]]
+            eta[used] = abs(nudge_beta) / g.nudge
+            alpha[used] = targets + (np.pi if nudge_beta < 0 else 0.0)
         eta[self.reference_tile], alpha[self.reference_tile] = 1.0, reference_piston
         if self.calibration.efficiency_scale is not None:
             eta = eta / np.asarray(self.calibration.efficiency_scale)
         clipped = int(np.count_nonzero(eta > 1.0 + 1e-12))
         return np.clip(eta, 0.0, 1.0), alpha, clipped
 
-    def image(self, eta: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        """SLM phase image (rows, cols), radians, showing each tile's grating; unused pixels stay flat."""
+    def tile_phases(self, eta: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """Phase pixels (k, tile_px, tile_px), radians, of k tiles of efficiency eta and phase alpha: the blazed
+        grating p + m (x mod period) / period with m = eta^-1(eta) and p = alpha - arg c1(m)."""
         depth = np.interp(eta, self._eta, self._depths)
-        piston = alpha - np.interp(depth, self._depths, np.unwrap(self._arg))
+        piston = alpha - np.interp(depth, self._depths, self._arg_unwrapped)
         t, p = self.config.tile_px, self.config.period_px
         ramp = (np.arange(t) % p) / p
-        tiles = piston[:, None, None] + depth[:, None, None] * ramp[None, None, :] * np.ones((1, t, 1))
+        return np.broadcast_to(piston[:, None, None] + depth[:, None, None] * ramp[None, None, :],
+                               (len(piston), t, t))
+
+    def tile_pixels(self, tiles=None) -> tuple[np.ndarray, np.ndarray]:
+        """Index arrays (rows (k, t, 1), cols (k, 1, t)) of the SLM pixels of ``tiles`` (default all)."""
+        origin = self.tile_origin if tiles is None else self.tile_origin[np.asarray(tiles)]
+        t = np.arange(self.config.tile_px)
+        return (origin[:, 0, None] + t)[:, :, None], (origin[:, 1, None] + t)[:, None, :]
+
+    def image(self, eta: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """SLM phase image (rows, cols), radians, showing each tile's grating; unused pixels stay flat."""
         img = np.zeros(self.slm_shape)
-        r, c = self.tile_origin[:, 0], self.tile_origin[:, 1]
-        rows = (r[:, None] + np.arange(t))[:, :, None]
-        cols = (c[:, None] + np.arange(t))[:, None, :]
-        img[rows, cols] = tiles
+        img[self.tile_pixels()] = self.tile_phases(eta, alpha)
         return img
 
     def read_tiles(self, phase_image: np.ndarray) -> np.ndarray:
         """First-order complex amplitude of every tile of a displayed phase image."""
-        t = self.config.tile_px
-        r, c = self.tile_origin[:, 0], self.tile_origin[:, 1]
-        rows = (r[:, None] + np.arange(t))[:, :, None]
-        cols = (c[:, None] + np.arange(t))[:, None, :]
-        return tile_amplitude(phase_image[rows, cols], self.config.period_px)
+        return tile_amplitude(phase_image[self.tile_pixels()], self.config.period_px)
 
     # -- readout geometry -------------------------------------------------------------------------------
-    def spot_weights(self, sigma_px=None) -> np.ndarray:
-        """Gaussian weights (n_spins, camera rows, camera cols) around each spot centre, cut at 3 sigma; sigma (px)
-        is ``sigma_px``, else the calibrated spot widths, else the layout's nominal width."""
+    def spot_patches(self, sigma_px=None) -> SpotPatches:
+        """Gaussian weights around every spot centre, cut at 3 sigma (sparse, ``patches.SpotPatches``); sigma
+        (px) is ``sigma_px``, else the calibrated spot widths, else the layout's nominal width."""
         if sigma_px is None:
             sigma_px = self.config.spot_sigma_px if self.calibration.spot_sigma is None else self.calibration.spot_sigma
-        n, sigma = len(self.spot_centres), np.asarray(sigma_px, dtype=float).ravel()
-        if sigma.size not in (1, n):
-            raise ValueError(f"{sigma.size} spot widths for {n} spots")
-        sigma = np.broadcast_to(sigma, n)[:, None, None]
-        yy, xx = np.mgrid[:self.camera_shape[0], :self.camera_shape[1]]
-        cy, cx = self.spot_centres[:, 0, None, None], self.spot_centres[:, 1, None, None]
-        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
-        return np.where(d2 <= (3 * sigma) ** 2, np.exp(-d2 / (2 * sigma ** 2)), 0.0)
+        return SpotPatches.gaussian(self.spot_centres, sigma_px, self.camera_shape)
 
     @property
     def carrier(self) -> tuple[float, float]:
@@ -240,3 +260,24 @@ def nominal_spot_centres(n_spins: int, config: LayoutConfig, camera_shape: tuple
         raise ValueError(f"{n_spins} spots of pitch {config.spot_pitch_px} px do not fit a "
                          f"{camera_shape[1]}x{camera_shape[0]} camera")
     return centres
+
+
+def fitting_shapes(topology: RigTopology, config: LayoutConfig) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The smallest SLM (rows, cols) of the usual 1:2 format with power-of-two sides, and a camera (rows, cols)
+    rounded up to 16 px, that hold the routing's tiles and spots (all replicas): for sizing simulated rigs."""
+    phys = topology.physical()
+    n, n_tiles = phys.n_spins, len(phys.bonds) + 3 * phys.n_spins + 1
+    clamps = len(phys.bonds) + phys.n_spins + np.arange(n)
+    rows = 16
+    while tile_cells(n_tiles, clamps, n_tiles - 1, rows // config.tile_px, 2 * rows // config.tile_px) is None:
+        rows *= 2
+    per_row = int(np.ceil(np.sqrt(n)))
+    side = 2 * config.spot_margin_px + config.spot_pitch_px * (per_row - 1) + 1
+    cam_cols = int(16 * np.ceil(side / 16))
+    while True:
+        try:
+            nominal_spot_centres(n, config, (cam_cols, cam_cols))
+            break
+        except ValueError:
+            cam_cols += 16
+    return (rows, 2 * rows), (cam_cols, cam_cols)

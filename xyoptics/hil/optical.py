@@ -45,7 +45,8 @@ from ..core.machine import FLAGS, DeviceFault, Equilibrium, Nudge, check_inputs
 from ..core.network import Params, XYNetwork
 from .clock import RealClock
 from .layout import Calibration, Layout, LayoutConfig, RigTopology
-from .readout import PhaseEstimate, off_axis, phase_shifting, pool_spots, pooled_noise, spot_flags, spot_values
+from .readout import PhaseEstimate, off_axis_patches, pooled_noise, pooled_phase_shifting, spot_flags
+from .slmwriter import TileWriter
 
 READOUTS = ("phase_shifting", "off_axis")
 SWAP_SETTLE_FACTOR = 2.0
@@ -76,19 +77,27 @@ class OpticalXYMachine:
         SLM's own). Nothing is written to the SLM here."""
         self.layout = Layout(self.network, self.topology, self.layout_config, self.slm.shape, self.camera.shape,
                              calibration)
+        self.writer = TileWriter(self.slm, self.layout)
         self.calibration = calibration
-        self.weights = self.layout.spot_weights()[:self.network.n_spins]
-        w = self.weights
-        self.noise_factor = np.sqrt((w ** 2).sum(axis=(1, 2))) / w.sum(axis=(1, 2))
-        n = self.network.n_spins
-        self.dark_noise = None if calibration.pixel_noise is None else pooled_noise(w, calibration.pixel_noise)
-        self.modulation_ref = None if calibration.spot_modulation is None else calibration.spot_modulation[:n]
-        self.residual_ref = None if calibration.spot_residual is None else calibration.spot_residual[:n]
+        self.replicas = self.layout.replicas
+        spots = self.layout.spin_index.ravel()  # the rig spots of the network's spins, replica after replica
+        self.patches = self.layout.spot_patches().select(spots)
+        w = self.patches.weight
+        self.noise_factor = np.sqrt((w ** 2).sum(axis=1)) / w.sum(axis=1)
+        self.dark_noise = None if calibration.pixel_noise is None else pooled_noise(self.patches,
+                                                                                    calibration.pixel_noise)
+        self.dark_patches = None if calibration.dark is None else self.patches.gather(calibration.dark)
+        self.modulation_ref = None if calibration.spot_modulation is None else calibration.spot_modulation[spots]
+        self.residual_ref = None if calibration.spot_residual is None else calibration.spot_residual[spots]
         self.settle_time_s = float(self.slm.settle_time_s if settle_time_s is None else settle_time_s)
 
     # -- devices ----------------------------------------------------------------------------------------
     def _show(self, eta: np.ndarray, alpha: np.ndarray, settle_factor: float = 1.0) -> None:
-        self._write(self.layout.image(eta, alpha))
+        try:
+            self.writer.write(eta, alpha)
+        except (TimeoutError, OSError, RuntimeError) as exc:
+            self.writer.invalidate()
+            raise DeviceFault(f"SLM {self.slm.name!r} write failed: {exc}") from exc
         self.clock.sleep(settle_factor * self.settle_time_s)
         try:
             self.camera.flush()
@@ -96,16 +105,19 @@ class OpticalXYMachine:
             raise DeviceFault(f"camera {self.camera.name!r} could not discard stale frames: {exc}") from exc
 
     def _write(self, phase: np.ndarray) -> None:
+        self.writer.invalidate()
         try:
             self.slm.set_phase(phase, settle=False)
         except (TimeoutError, OSError, RuntimeError) as exc:
             raise DeviceFault(f"SLM {self.slm.name!r} write failed: {exc}") from exc
 
     def _grab(self) -> np.ndarray:
+        """One camera frame, read only at the spots' pixels: (spots, P) counts in the camera's dtype."""
         try:
-            return np.asarray(self.camera.get_image(), dtype=np.float64)
+            frame = self.camera.get_image()
         except (TimeoutError, OSError, RuntimeError) as exc:
             raise DeviceFault(f"camera {self.camera.name!r}: {exc}") from exc
+        return self.patches.gather(frame)
 
     def park(self) -> None:
         """Blank the SLM: a flat phase image diffracts nothing into the tiles."""
@@ -121,7 +133,7 @@ class OpticalXYMachine:
 
     def _read(self, settings) -> tuple[PhaseEstimate, np.ndarray, int]:
         """Show ``settings(reference_piston)`` (tile eta, alpha, clipped count) for every reference step, grab
-        one frame each and estimate every spot: (estimate, saturated per spot, clipped tiles)."""
+        one frame each and estimate every spot in use: (estimate, saturated per spot, clipped tiles)."""
         steps = (2 * np.pi * np.arange(self.n_steps) / self.n_steps) if self.readout == "phase_shifting" else [0.0]
         frames, clipped = [], 0
         for k, delta in enumerate(steps):
@@ -130,53 +142,65 @@ class OpticalXYMachine:
             frames.append(self._grab())
         self.frames_read += len(frames)
         raw = np.array(frames)
-        _, saturated = spot_values(raw, self.weights, saturation=self.saturation)
-        frames = raw if self.calibration.dark is None else raw - self.calibration.dark
+        saturated = self.patches.saturated(raw, self.saturation)
+        values = raw.astype(np.float64)
+        if self.dark_patches is not None:
+            values -= self.dark_patches
         if self.readout == "phase_shifting":
-            est = pool_spots(phase_shifting(frames, np.asarray(steps)), self.weights, self.layout.carrier)
+            est = pooled_phase_shifting(values, np.asarray(steps), self.patches, self.layout.carrier)
         else:
-            est = off_axis(frames[0], self.layout.carrier, self.weights)
+            est = off_axis_patches(values[0], self.layout.carrier, self.patches)
         return est, saturated, clipped
 
     def read_clamped(self, phases: np.ndarray) -> tuple[PhaseEstimate, np.ndarray]:
-        """Lock every spin of the network to ``phases`` (radians) with its clamp tile, couplings and biases
-        off, and read the spots: the rig's answer to a known SLM state (self-tests, liveness). Returns the raw
-        estimate (path offsets and gauge not removed) and the saturated flag per spot."""
+        """Lock every spin of the network (in every replica) to ``phases`` (radians) with its clamp tile,
+        couplings and biases off, and read the spots: the rig's answer to a known SLM state (self-tests,
+        liveness). Returns the raw estimate (path offsets and gauge not removed; spots replica after replica)
+        and the saturated flag per spot."""
         net = self.network
         off = Params(np.zeros(net.n_coupling_params), np.zeros(net.n_spins), np.zeros(net.n_spins))
-        seed = np.asarray(phases, dtype=float)
+        seed = np.broadcast_to(np.asarray(phases, dtype=float), (self.replicas, net.n_spins))
         est, saturated, _ = self._read(lambda delta: self.layout.tile_settings(
             off, np.zeros(len(net.inputs)), seed=seed, reference_piston=delta))
         return est, saturated
 
     def _measure(self, params: Params, x: np.ndarray, beta: float, targets) -> tuple[np.ndarray, dict, int]:
-        """Angles of every network spin for the present state, with quality figures."""
+        """Angles (k, n_spins) of the network's spins in the first k replicas, which hold inputs ``x``
+        (k, n_inputs) and nudge targets (k, n_outputs), with quality figures per replica and spin."""
+        k, n = len(x), self.network.n_spins
         est, saturated, clipped = self._read(lambda delta: self.layout.tile_settings(
             params, x, nudge_beta=beta, targets=targets, reference_piston=delta))
         flags = spot_flags(est, saturated, n_frames=self.n_steps if self.readout == "phase_shifting" else 1,
                            noise_factor=self.noise_factor, dark_noise=self.dark_noise,
                            modulation_ref=self.modulation_ref, residual_ref=self.residual_ref,
                            min_modulation=self.min_modulation)
+
+        def used(values):
+            return np.asarray(values).reshape(self.replicas, n)[:k]
+
+        flags = {name: used(f) for name, f in flags.items()}
         if flags["dead_spot"].all() and self.readout == "phase_shifting":
             raise DeviceFault(f"the rig did not respond to the SLM: no spot followed the reference steps "
                               f"(largest fringe modulation {float(np.max(est.modulation)):.3g} counts); a frozen "
                               f"SLM, a blocked beam or a camera that no longer sees the spots")
-        theta = est.theta
+        theta = used(est.theta)
         if self.calibration.path_offsets is not None:
-            theta = theta - np.asarray(self.calibration.path_offsets)[:self.network.n_spins]
+            theta = theta - used(np.asarray(self.calibration.path_offsets)[self.layout.spin_index.ravel()])
         inputs = self.network.inputs
-        gauge = float(np.angle(np.mean(np.exp(1j * (theta[inputs] - x))))) if len(inputs) else 0.0
-        ratio = (float(np.median(est.modulation / self.modulation_ref)) if self.modulation_ref is not None
-                 else float("nan"))
-        quality = {"modulation": est.modulation, "residual": est.residual, "reference_phase": gauge,
+        gauge = (np.angle(np.mean(np.exp(1j * (theta[:, inputs] - x)), axis=1)) if len(inputs)
+                 else np.zeros(k))
+        ratio = (np.median(used(est.modulation / self.modulation_ref), axis=1) if self.modulation_ref is not None
+                 else np.full(k, np.nan))
+        quality = {"modulation": used(est.modulation), "residual": used(est.residual), "reference_phase": gauge,
                    "modulation_ratio": ratio, **flags}
-        return wrap(theta - gauge), quality, clipped
+        return wrap(theta - gauge[:, None]), quality, clipped
 
     # -- the seam -------------------------------------------------------------------------------------
     def equilibrate(self, params: Params, inputs: np.ndarray, *, nudge: Nudge | None = None,
                     start: Equilibrium | np.ndarray | None = None,
                     rng: np.random.Generator | None = None) -> Equilibrium:
-        """Settle each sample in turn on the rig. ``rng`` is unused: fresh starts are physically random."""
+        """Settle the batch on the rig, ``replicas`` samples at a time (ceil(batch / replicas) readouts).
+        ``rng`` is unused: fresh starts are physically random."""
         net = self.network
         inputs = check_inputs(net, inputs)
         if nudge is not None and not isinstance(nudge.cost, CosineCost):
@@ -185,27 +209,26 @@ class OpticalXYMachine:
         starts = None if start is None else (start.phases if isinstance(start, Equilibrium) else np.atleast_2d(start))
         n = len(inputs)
         phases = np.zeros((n, net.n_spins))
-        ok = np.ones(n, dtype=bool)
         residual = np.zeros(n)
-        modulation = np.zeros((n, net.n_spins))
         clipped = np.zeros(n, dtype=np.int64)
-        drift = {"reference_phase": np.zeros(n), "modulation_ratio": np.zeros(n)}
+        per_sample = {"reference_phase": np.zeros(n), "modulation_ratio": np.zeros(n),
+                      "modulation": np.zeros((n, net.n_spins))}
         flags = {name: np.zeros((n, net.n_spins), dtype=bool) for name in FLAGS}
-        for b in range(n):
-            beta, targets = (0.0, None) if nudge is None else (nudge.beta, np.atleast_2d(nudge.targets)[b])
+        for first in range(0, n, self.replicas):
+            rows = np.arange(first, min(first + self.replicas, n))
+            beta, targets = (0.0, None) if nudge is None else (nudge.beta, np.atleast_2d(nudge.targets)[rows])
             if starts is None:
-                self._show(np.zeros(self.layout.n_tiles), np.zeros(self.layout.n_tiles))
+                self._show(np.zeros(self.layout.n_tiles), np.zeros(self.layout.n_tiles), SWAP_SETTLE_FACTOR)
             else:
-                eta, alpha, _ = self.layout.tile_settings(params, inputs[b], seed=starts[b])
+                eta, alpha, _ = self.layout.tile_settings(params, inputs[rows], seed=starts[rows])
                 self._show(eta, alpha)
-            phases[b], q, clipped[b] = self._measure(params, inputs[b], beta, targets)
+            phases[rows], q, clipped[rows] = self._measure(params, inputs[rows], beta, targets)
             for name in FLAGS:
-                flags[name][b] = q[name]
-            ok[b] = not any(q[name].any() for name in FLAGS)
-            residual[b] = float(np.max(q["residual"])) if np.size(q["residual"]) else 0.0
-            modulation[b] = q["modulation"]
-            for name in drift:
-                drift[name][b] = q[name]
+                flags[name][rows] = q[name]
+            residual[rows] = np.max(q["residual"], axis=1, initial=0.0)
+            for name in per_sample:
+                per_sample[name][rows] = q[name]
+        ok = ~np.any([flags[name].any(axis=1) for name in FLAGS], axis=0)
         frames = self.n_steps if self.readout == "phase_shifting" else 1
         return Equilibrium(phases, ok, np.full(n, frames), residual,
-                           {"modulation": modulation, "clipped_tiles": clipped, **drift, **flags})
+                           {"clipped_tiles": clipped, **per_sample, **flags})

@@ -10,11 +10,12 @@ Phase shifting fits, per pixel or per spot-integrated value, I_n = A + B cos(the
 All angles are radians; theta is wrapped to (-pi, pi]. The phase noise of N equal steps over one period with
 Gaussian intensity noise sigma_I is sigma_theta ~ sqrt(2/N) sigma_I / B (valid for B >> sigma_I).
 
-Spot weights: ``spots`` is always an array (n_spots, H, W) of non-negative weights (e.g. the spot profile g,
-or a 0/1 disc mask). A pixel "contributes" to a spot if its weight exceeds CONTRIB_REL times the spot's largest
-weight. Spot integration of a tilted-reference scene washes out the fringes (the carrier averages to ~0 over a
+Spot weights: ``spots`` is ``SpotPatches`` (each spot's weights on its own pixels, patches.py) or an array
+(n_spots, H, W) of non-negative weights (e.g. the spot profile g, or a 0/1 disc mask). A pixel "contributes"
+to a spot if its weight exceeds ``patches.CONTRIB_REL`` times the spot's largest weight. Spot integration of a tilted-reference scene washes out the fringes (the carrier averages to ~0 over a
 spot): integrate with ``spot_values`` only for an on-axis reference (k_c = 0); otherwise phase-shift pixel-wise
-and combine with ``pool_spots(..., carrier)``, or use ``off_axis`` on a single frame.
+and combine with ``pool_spots(..., carrier)`` (``pooled_phase_shifting`` does both on the spots' pixels only),
+or use ``off_axis`` on a single frame.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.angles import wrap
+from .patches import SpotPatches
 
 MAX_COND = 1e10  # largest accepted condition number of the 3x3 normal matrix
 QUALITY_EPS = 1e-12  # intensity units, keeps quality finite for exact (N = 3 or noiseless) fits
-CONTRIB_REL = 1e-3  # relative weight above which a pixel counts as part of a spot (saturation flags)
 
 
 @dataclass
@@ -76,6 +77,17 @@ def _check(frames, deltas):
     return frames, deltas
 
 
+def _design(deltas) -> tuple[np.ndarray, np.ndarray]:
+    """X = [1, cos delta, sin delta] (N, 3) and the normal matrix X^T X; refuses degenerate steps."""
+    x = np.stack([np.ones_like(deltas), np.cos(deltas), np.sin(deltas)], axis=1)
+    m = x.T @ x
+    cond = np.linalg.cond(m)
+    if not np.isfinite(cond) or cond > MAX_COND:
+        raise ValueError(f"degenerate reference pistons (normal matrix condition number {cond:.3g}): need at "
+                         "least 3 distinct steps mod 2 pi that span the circle")
+    return x, m
+
+
 def phase_shifting(frames, deltas) -> PhaseEstimate:
     """Least-squares N-step phase shifting for arbitrary known reference pistons.
 
@@ -87,15 +99,32 @@ def phase_shifting(frames, deltas) -> PhaseEstimate:
     Raises ValueError for N < 3 or degenerate steps (cond(M) > MAX_COND, e.g. all pistons equal mod 2 pi).
     """
     frames, deltas = _check(frames, deltas)
-    x = np.stack([np.ones_like(deltas), np.cos(deltas), np.sin(deltas)], axis=1)  # (N, 3)
-    m = x.T @ x
-    cond = np.linalg.cond(m)
-    if not np.isfinite(cond) or cond > MAX_COND:
-        raise ValueError(f"degenerate reference pistons (normal matrix condition number {cond:.3g}): need at "
-                         "least 3 distinct steps mod 2 pi that span the circle")
+    x, m = _design(deltas)
     flat = frames.reshape(frames.shape[0], -1)
     a, c, s = np.linalg.solve(m, x.T @ flat).reshape((3,) + frames.shape[1:])
     return _estimate(frames, deltas, a, c, s)
+
+
+def pooled_phase_shifting(values, deltas, patches: SpotPatches, carrier=(0.0, 0.0)) -> PhaseEstimate:
+    """Phase shifting of every patch pixel pooled per spot in one pass: ``values`` (N, n_spots, P) are frames
+    gathered at the patches (``SpotPatches.gather``). Equals ``pool_patches(phase_shifting(values), ...)``, but
+    never forms per-pixel angles: the pooled field is Z_i = sum_x w_i (C + i S) e^{i k_c.x} / sum_x w_i, and each
+    pixel's squared residual is sum_n I_n^2 - [A C S] . X^T I (the least-squares identity)."""
+    values, deltas = _check(values, deltas)
+    x, m = _design(deltas)
+    n = values.shape[0]
+    flat = values.reshape(n, -1)
+    u = x.T @ flat
+    a, c, s = coef = np.linalg.inv(m) @ u  # (numpy's solve is slow for 10^5 right-hand sides)
+    shape = values.shape[1:]
+    if n > 3:
+        ssr = np.maximum(np.einsum("np,np->p", flat, flat) - np.einsum("kp,kp->p", coef, u), 0.0)
+        res2 = (ssr / (n - 3)).reshape(shape)
+    else:
+        res2 = np.zeros(shape)
+    z = patches.average((c + 1j * s).reshape(shape) * patches.carrier(carrier))
+    return PhaseEstimate(wrap(np.angle(z)), np.abs(z), patches.average(a.reshape(shape)),
+                         np.sqrt(patches.average(res2)))
 
 
 def three_step(i1, i2, i3) -> PhaseEstimate:
@@ -134,37 +163,29 @@ def five_step(i1, i2, i3, i4, i5) -> PhaseEstimate:
     return _estimate(f, np.arange(-2, 3) * np.pi / 2, a, c, s)
 
 
-def _weights(spots, shape):
-    w = np.asarray(spots, dtype=float)
-    if w.ndim != 3 or w.shape[1:] != tuple(shape):
-        raise ValueError(f"spots must be weights of shape (n_spots, {shape[0]}, {shape[1]}), got {w.shape}")
-    if np.any(w < 0) or np.any(w.sum(axis=(1, 2)) <= 0):
-        raise ValueError("spot weights must be non-negative with a positive sum per spot")
-    return w
+def as_patches(spots, shape=None) -> SpotPatches:
+    """Spot weights as ``SpotPatches`` (dense (n_spots, H, W) weights are converted), checked against a frame
+    ``shape`` (H, W) when given."""
+    patches = spots if isinstance(spots, SpotPatches) else SpotPatches.from_dense(spots)
+    if shape is not None and patches.shape != tuple(shape):
+        raise ValueError(f"spots must be weights of shape (n_spots, {shape[0]}, {shape[1]}), got spots on a "
+                         f"{patches.shape[1]}x{patches.shape[0]} frame")
+    return patches
 
 
 def spot_values(frames, spots, saturation=None):
     """Integrate camera frames over spot weights: values[..., i] = sum_x w_i(x) I(x).
 
-    frames: (..., H, W) (one frame or a stack); spots: (n_spots, H, W) non-negative weights.
+    frames: (..., H, W) (one frame or a stack); spots: ``SpotPatches`` or (n_spots, H, W) non-negative weights.
     Returns (values (..., n_spots), saturated (n_spots,) bool): a spot is saturated if any contributing pixel
     (weight > CONTRIB_REL x its max weight) is >= saturation in any of the frames (all False if saturation None).
     """
     frames = np.asarray(frames, dtype=float)
-    w = _weights(spots, frames.shape[-2:])
-    values = np.tensordot(frames, w, axes=([-2, -1], [1, 2]))
-    sat = np.zeros(w.shape[0], bool)
-    if saturation is not None:
-        hot = (frames >= saturation).reshape((-1,) + frames.shape[-2:]).any(axis=0)  # (H, W)
-        contrib = w > CONTRIB_REL * w.max(axis=(1, 2), keepdims=True)
-        sat = (contrib & hot).any(axis=(1, 2))
+    patches = as_patches(spots, frames.shape[-2:])
+    gathered = patches.gather(frames)
+    values = np.einsum("...np,np->...n", gathered, patches.weight)
+    sat = np.zeros(len(patches), bool) if saturation is None else patches.saturated(gathered, saturation)
     return values, sat
-
-
-def _carrier_phase(shape, carrier):
-    ky, kx = (float(k) for k in carrier)
-    rows, cols = np.indices(shape)
-    return np.exp(1j * (ky * rows + kx * cols))  # e^{+i k_c.x}, x = (row, col) in pixels
 
 
 def off_axis(frame, carrier, spots, piston=0.0) -> PhaseEstimate:
@@ -181,31 +202,37 @@ def off_axis(frame, carrier, spots, piston=0.0) -> PhaseEstimate:
     frame = np.asarray(frame, dtype=float)
     if frame.ndim != 2:
         raise ValueError(f"off_axis takes one frame (H, W), got shape {frame.shape}")
-    w = _weights(spots, frame.shape)
-    norm = w.sum(axis=(1, 2))
-    z = np.tensordot(w, frame * _carrier_phase(frame.shape, carrier), axes=([1, 2], [0, 1])) / norm
-    bg = np.tensordot(w, frame, axes=([1, 2], [0, 1])) / norm
-    return PhaseEstimate(wrap(np.angle(z) + piston), 2 * np.abs(z), bg, np.full(norm.shape, np.nan))
+    patches = as_patches(spots, frame.shape)
+    return off_axis_patches(patches.gather(frame), carrier, patches, piston)
+
+
+def off_axis_patches(values, carrier, patches: SpotPatches, piston=0.0) -> PhaseEstimate:
+    """``off_axis`` of one frame gathered at the patches (``values`` (n_spots, P))."""
+    z = patches.average(values * patches.carrier(carrier))
+    return PhaseEstimate(wrap(np.angle(z) + piston), 2 * np.abs(z), patches.average(values),
+                         np.full(len(patches), np.nan))
 
 
 def pool_spots(estimate: PhaseEstimate, spots, carrier=(0.0, 0.0)) -> PhaseEstimate:
-    """Combine a pixel-wise estimate (fields of shape (H, W)) into per-spot estimates.
+    """Combine a pixel-wise estimate (fields of shape (H, W)) into per-spot estimates (``pool_patches``)."""
+    b = np.asarray(estimate.modulation, dtype=float)
+    patches = as_patches(spots, b.shape)
+    on_patches = PhaseEstimate(*(patches.gather(np.asarray(getattr(estimate, f), dtype=float))
+                                 for f in ("theta", "modulation", "background", "residual")))
+    return pool_patches(on_patches, patches, carrier)
+
+
+def pool_patches(estimate: PhaseEstimate, patches: SpotPatches, carrier=(0.0, 0.0)) -> PhaseEstimate:
+    """Per-spot estimates from a pixel-wise estimate on the patch pixels (fields of shape (n_spots, P)).
 
     Z_i = sum_x w_i B e^{i (theta + k_c.x)} / sum_x w_i (removes the carrier tilt theta(x) = theta_i - k_c.x);
     theta = arg Z, modulation = |Z| (weight-averaged B, as in ``off_axis``), background and residual are
     weight-averaged (residual as rms: sqrt(sum w res^2 / sum w)).
     """
-    b = np.asarray(estimate.modulation, dtype=float)
-    w = _weights(spots, b.shape)
-    norm = w.sum(axis=(1, 2))
-    field = b * np.exp(1j * np.asarray(estimate.theta)) * _carrier_phase(b.shape, carrier)
-
-    def avg(v):
-        return np.tensordot(w, v, axes=([1, 2], [0, 1])) / norm
-
-    z = avg(field)
-    return PhaseEstimate(wrap(np.angle(z)), np.abs(z), avg(np.asarray(estimate.background, float)),
-                         np.sqrt(avg(np.asarray(estimate.residual, float) ** 2)))
+    field = np.asarray(estimate.modulation) * np.exp(1j * np.asarray(estimate.theta)) * patches.carrier(carrier)
+    z = patches.average(field)
+    return PhaseEstimate(wrap(np.angle(z)), np.abs(z), patches.average(np.asarray(estimate.background)),
+                         np.sqrt(patches.average(np.asarray(estimate.residual) ** 2)))
 
 
 #: Quality floors of a spot measurement (absolute, from the calibration where there is one).
@@ -218,9 +245,9 @@ MISMATCH_RATIO = 4.0  # reference mismatch: fit residual above this multiple of 
 def pooled_noise(spots, pixel_noise) -> np.ndarray:
     """Standard deviation (counts) of a weight-averaged spot value sum_x w_i I(x) / sum_x w_i when every pixel
     has independent noise ``pixel_noise`` (scalar or (H, W)): sqrt(sum_x w_i^2 sigma(x)^2) / sum_x w_i."""
-    w = _weights(spots, np.shape(spots)[-2:])
-    var = np.broadcast_to(np.asarray(pixel_noise, dtype=float) ** 2, w.shape[-2:])
-    return np.sqrt(np.tensordot(w ** 2, var, axes=([1, 2], [0, 1]))) / w.sum(axis=(1, 2))
+    patches = as_patches(spots)
+    var = np.broadcast_to(np.asarray(pixel_noise, dtype=float) ** 2, patches.shape)
+    return np.sqrt(np.einsum("np,np->n", patches.weight ** 2, patches.gather(var))) / patches.norm
 
 
 def modulation_noise(est: PhaseEstimate, n_frames: int, noise_factor, dark_noise=None) -> np.ndarray:
