@@ -27,17 +27,11 @@ STOCK = textwrap.dedent("""\
 
 
 def machine(n_spins=4, rig_name="selftest-rig", **imperfections):
-    net = probe_network(load_rig_for(n_spins))
     topology = RigTopology(n_spins=n_spins, bonds=[])
+    net = probe_network(topology)
     slm = RigSLM((256, 128), 8, topology=topology.model_dump(), seed=3, imperfections=imperfections or None,
                  rig_name=rig_name)
     return OpticalXYMachine(net, slm, RigCamera(slm), topology, LayoutConfig())
-
-
-def load_rig_for(n_spins):
-    class Fixed:  # what probe_network reads of a rig config
-        topology = RigTopology(n_spins=n_spins, bonds=[])
-    return Fixed
 
 
 def test_the_simulated_rig_passes_every_stage():

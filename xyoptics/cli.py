@@ -137,7 +137,7 @@ def _device_errors() -> tuple[type[Exception], ...]:
 def _calibrate(args) -> int:
     from calibration.runner import PROCEDURES, run_calibration
 
-    from .hil.rig import load_rig, simulated_rig
+    from .hil.rig import follows_network, load_rig, simulated_rig
 
     unknown = [name for name in args.only or () if name not in PROCEDURES]
     if unknown:
@@ -145,7 +145,7 @@ def _calibrate(args) -> int:
                         f"--only; choose from {', '.join(PROCEDURES)}")
     rig = simulated_rig() if args.rig == "simulated" else load_rig(args.rig)
     net = None
-    if rig.topology == "network":
+    if follows_network(rig):
         if not args.config:
             raise ConfigError(f"rig {rig.name!r} is built for a network (topology: network): give --config")
         from .lab.trainer import prepare

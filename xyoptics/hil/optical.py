@@ -3,8 +3,10 @@
 For each sample it writes an SLM image, waits the settle time, discards stale frames, grabs frames and reads
 the spin angles (readout.py). Starts are physical:
 
-* a fresh start (``start=None``) shows a dark image -- no couplings, fields or injections -- so spontaneous
-  emission scrambles every phase, then the working image;
+* a fresh start (``start=None``) draws uniform random angles from ``rng`` and prepares them as a given start
+  (so a seeded run is reproducible, and the same whatever the number of replicas); without ``rng`` it shows a
+  dark image -- no couplings, fields or injections -- so spontaneous emission scrambles every phase, then the
+  working image;
 * a given start (an earlier ``Equilibrium``) is prepared by injection-locking every spin to those angles with
   the clamp tiles, then releasing all clamps but the inputs' together with the nudge.
 
@@ -200,14 +202,16 @@ class OpticalXYMachine:
                     start: Equilibrium | np.ndarray | None = None,
                     rng: np.random.Generator | None = None) -> Equilibrium:
         """Settle the batch on the rig, ``replicas`` samples at a time (ceil(batch / replicas) readouts).
-        ``rng`` is unused: fresh starts are physically random."""
+        Fresh starts are drawn from ``rng`` (uniform angles) where given, else scrambled physically."""
         net = self.network
         inputs = check_inputs(net, inputs)
         if nudge is not None and not isinstance(nudge.cost, CosineCost):
             raise ValueError("an optical nudge is an injected field: it realises the cosine cost only "
                              "(set ep.cost: cosine)")
-        starts = None if start is None else (start.phases if isinstance(start, Equilibrium) else np.atleast_2d(start))
         n = len(inputs)
+        if start is None and rng is not None:
+            start = rng.uniform(-np.pi, np.pi, (n, net.n_spins))
+        starts = None if start is None else (start.phases if isinstance(start, Equilibrium) else np.atleast_2d(start))
         phases = np.zeros((n, net.n_spins))
         residual = np.zeros(n)
         clipped = np.zeros(n, dtype=np.int64)

@@ -4,7 +4,9 @@ opening it all as an ``OpticalXYMachine``.
 A rig YAML names each device by import path and keyword arguments (``devices.DeviceSpec``); device kwargs may
 reference ``"@topology"`` and ``"@layout"`` (this file's values; a simulated rig is built from them) and the
 camera ``"@slm"``. ``topology: network`` means the rig's routing is exactly the trained network's bonds, which
-only a simulated rig built for that network can promise; a lab lists its routing explicitly.
+only a simulated rig built for that network can promise; a lab lists its routing explicitly. Either form takes
+``replicas: R`` (``topology: {routing: network, replicas: 4}``): R copies of the routing, each with its own
+tiles and spots, settle R samples of a batch in the same frames.
 """
 
 from __future__ import annotations
@@ -52,13 +54,20 @@ class LaserConfig(Strict):
         return self
 
 
+class NetworkRouting(Strict):
+    """Routing built for the trained network (``topology: network``), in ``replicas`` copies."""
+
+    routing: Literal["network"]
+    replicas: int = Field(default=1, ge=1)
+
+
 class RigConfig(Strict):
     """One optical rig: devices, routing, geometry, readout."""
 
     name: str
     slm: DeviceSpec
     camera: DeviceSpec
-    topology: RigTopology | Literal["network"]
+    topology: RigTopology | NetworkRouting | Literal["network"]
     layout: LayoutConfig = LayoutConfig()
     readout: ReadoutConfig = ReadoutConfig()
     settle_time_s: float | None = Field(default=None, gt=0, description="overrides the SLM's own settle time")
@@ -79,12 +88,19 @@ def simulated_rig() -> RigConfig:
     return load_rig(EXAMPLES / "simulated.yaml")
 
 
+def follows_network(cfg: RigConfig) -> bool:
+    """Whether the rig's routing is built for the trained network (only a simulated rig can be)."""
+    return cfg.topology == "network" or isinstance(cfg.topology, NetworkRouting)
+
+
 def rig_topology(cfg: RigConfig, network: XYNetwork | None) -> RigTopology:
-    if cfg.topology != "network":
+    if not follows_network(cfg):
         return cfg.topology
+    replicas = 1 if cfg.topology == "network" else cfg.topology.replicas
     if network is None:  # a bare device check: one spin, no bonds
-        return RigTopology(n_spins=1, bonds=[])
-    return RigTopology(n_spins=network.n_spins, bonds=[tuple(e) for e in network.edges.tolist()])
+        return RigTopology(n_spins=1, bonds=[], replicas=replicas)
+    return RigTopology(n_spins=network.n_spins, bonds=[tuple(e) for e in network.edges.tolist()],
+                       replicas=replicas)
 
 
 def device_refs(cfg: RigConfig, topology: RigTopology) -> dict:
@@ -93,9 +109,10 @@ def device_refs(cfg: RigConfig, topology: RigTopology) -> dict:
 
 
 @contextmanager
-def open_optical_machine(cfg: RigConfig, network: XYNetwork, trusted=()):
-    """Open the rig's devices and yield an ``OpticalXYMachine`` for ``network``; devices close on exit."""
-    topology = rig_topology(cfg, network)
+def open_optical_machine(cfg: RigConfig, network: XYNetwork, trusted=(), topology: RigTopology | None = None):
+    """Open the rig's devices and yield an ``OpticalXYMachine`` for ``network`` (on ``topology``, default the
+    rig's routing for it); devices close on exit."""
+    topology = rig_topology(cfg, network) if topology is None else topology
     with open_devices(cfg.slm, cfg.camera, trusted, device_refs(cfg, topology)) as (slm, camera):
         try:
             machine = OpticalXYMachine(network, slm, camera, topology, cfg.layout, readout=cfg.readout.method,
@@ -106,10 +123,10 @@ def open_optical_machine(cfg: RigConfig, network: XYNetwork, trusted=()):
         yield machine
 
 
-def probe_network(cfg: RigConfig) -> XYNetwork:
-    """A network with no bonds on the rig's spins (two when the routing follows the trained network), for
-    self-tests: spin 0 serves as gauge, the last as pilot."""
-    n = 2 if cfg.topology == "network" else cfg.topology.n_spins
+def probe_network(topology: RigTopology) -> XYNetwork:
+    """A network with no bonds on every spot of the rig (all replicas), for self-tests: spin 0 serves as gauge,
+    the last as pilot."""
+    n = topology.physical().n_spins
     return graph(n, np.zeros((0, 2), dtype=np.int64), inputs=[0], outputs=[n - 1], name="probe")
 
 
@@ -118,12 +135,15 @@ def check_rig(cfg: RigConfig, trusted=(), shutter=None) -> dict:
     network and run the light-path self-test (``selftest``; ``shutter`` for its dark stage). Returns the report;
     a failed stage raises ``SelfTestFailed`` with the report so far in its ``report`` attribute."""
     topology = rig_topology(cfg, None)
+    if follows_network(cfg):  # a probe of two spins per replica stands in for the network
+        topology = RigTopology(n_spins=2, bonds=[], replicas=topology.replicas)
     report = check_rig_devices(cfg.slm, cfg.camera, trusted, device_refs(cfg, topology))
     report["rig"] = cfg.name
-    report["topology"] = ("the trained network's bonds" if cfg.topology == "network"
-                          else f"{topology.n_spins} spins, {len(topology.bonds)} bonds")
+    copies = f" in {topology.replicas} replicas" if topology.replicas > 1 else ""
+    report["topology"] = ("the trained network's bonds" if follows_network(cfg)
+                          else f"{topology.n_spins} spins, {len(topology.bonds)} bonds") + copies
     try:
-        with open_optical_machine(cfg, probe_network(cfg), trusted) as machine:
+        with open_optical_machine(cfg, probe_network(topology), trusted, topology.physical()) as machine:
             report["self_test"] = light_path_check(machine, shutter)
     except SelfTestFailed as exc:
         exc.report = report

@@ -11,7 +11,8 @@ level, to ``slm.set_phase(layout.image(eta, alpha))`` -- the tests check it on s
 
 The first write, and every write to an SLM whose conversion depends on the whole image (a vendor
 ``_format_phase_hw`` or ``_gray2display``, a GPU backend, ``phase_scaling`` other than one without a lookup
-table), goes through ``set_phase`` in full. Anything else that writes to the SLM must call ``invalidate()``.
+table), goes through ``set_phase`` in full; the wavefront correction is read at each full write. Anything else
+that writes to the SLM, or changes its correction or lookup table, must call ``invalidate()``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class TileWriter:
         self.incremental = patchable(slm)
         self._eta: np.ndarray | None = None
         self._alpha: np.ndarray | None = None
+        self._correction: np.ndarray | None = None  # wavefront correction at every tile pixel (rad)
         self.tiles_encoded = 0  # tiles converted in incremental writes (for benchmarks)
 
     def invalidate(self) -> None:
@@ -50,6 +52,9 @@ class TileWriter:
         if not self.incremental or self._eta is None:
             self.invalidate()
             self.slm.set_phase(self.layout.image(eta, alpha), settle=False)
+            slm = self.slm
+            self._correction = (np.asarray(slm._get_source_phase())[self.layout.tile_pixels()]
+                                if self.incremental and slm.phase_correct and "phase" in slm.source else None)
         else:
             changed = np.flatnonzero((eta != self._eta) | (alpha != self._alpha))
             if len(changed):
@@ -61,8 +66,8 @@ class TileWriter:
         slm = self.slm
         pixels = self.layout.tile_pixels(tiles)
         phase = self.layout.tile_phases(eta, alpha).astype(slm.phase.dtype)
-        if slm.phase_correct and "phase" in slm.source:
-            phase += np.asarray(slm._get_source_phase())[pixels]
+        if self._correction is not None:
+            phase += self._correction[tiles]
         gray = slm._phase2gray(phase, out=np.empty(phase.shape, dtype=slm.display.dtype))
         slm.phase[pixels] = phase  # as set_phase leaves it: rounded to whole levels where it rounds
         slm.display[pixels] = gray
