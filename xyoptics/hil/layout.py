@@ -140,6 +140,8 @@ class Layout:
                              f"free corner for the reference, but a {self.slm_shape[1]}x{self.slm_shape[0]} SLM "
                              f"holds {(self.slm_shape[1] // t) * (self.slm_shape[0] // t)} tiles")
         self.tile_origin = cells * t  # (row, col) pixels
+        rows, cols = self.tile_pixels()
+        self.tile_flat_pixels = (rows * self.slm_shape[1] + cols).reshape(self.n_tiles, t * t)  # row-major
         depths = np.linspace(0.0, 2 * np.pi, 4097)
         c1 = grating_amplitude(depths, config.period_px)
         self._depths, self._eta, self._arg_unwrapped = depths, np.abs(c1) ** 2, np.unwrap(np.angle(c1))

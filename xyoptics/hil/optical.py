@@ -88,7 +88,8 @@ class OpticalXYMachine:
         self.noise_factor = np.sqrt((w ** 2).sum(axis=1)) / w.sum(axis=1)
         self.dark_noise = None if calibration.pixel_noise is None else pooled_noise(self.patches,
                                                                                     calibration.pixel_noise)
-        self.dark_patches = None if calibration.dark is None else self.patches.gather(calibration.dark)
+        self.dark_patches = (None if calibration.dark is None
+                             else self.patches.gather(calibration.dark).astype(np.float32))
         self.modulation_ref = None if calibration.spot_modulation is None else calibration.spot_modulation[spots]
         self.residual_ref = None if calibration.spot_residual is None else calibration.spot_residual[spots]
         self.settle_time_s = float(self.slm.settle_time_s if settle_time_s is None else settle_time_s)
@@ -134,18 +135,20 @@ class OpticalXYMachine:
             self.slm.load_state_dict(state)
 
     def _read(self, settings) -> tuple[PhaseEstimate, np.ndarray, int]:
-        """Show ``settings(reference_piston)`` (tile eta, alpha, clipped count) for every reference step, grab
-        one frame each and estimate every spot in use: (estimate, saturated per spot, clipped tiles)."""
+        """Show ``settings`` (tile eta, alpha, clipped count) with the reference piston stepped, grab one frame
+        per step and estimate every spot in use: (estimate, saturated per spot, clipped tiles)."""
         steps = (2 * np.pi * np.arange(self.n_steps) / self.n_steps) if self.readout == "phase_shifting" else [0.0]
-        frames, clipped = [], 0
+        eta, alpha, clipped = settings
+        frames = []
         for k, delta in enumerate(steps):
-            eta, alpha, clipped = settings(delta)
+            alpha = alpha.copy()
+            alpha[self.layout.reference_tile] = delta  # only the reference piston steps
             self._show(eta, alpha, SWAP_SETTLE_FACTOR if k == 0 else 1.0)
             frames.append(self._grab())
         self.frames_read += len(frames)
         raw = np.array(frames)
         saturated = self.patches.saturated(raw, self.saturation)
-        values = raw.astype(np.float64)
+        values = raw.astype(np.float32)  # counts of a 16-bit camera at most: exact in float32
         if self.dark_patches is not None:
             values -= self.dark_patches
         if self.readout == "phase_shifting":
@@ -162,16 +165,14 @@ class OpticalXYMachine:
         net = self.network
         off = Params(np.zeros(net.n_coupling_params), np.zeros(net.n_spins), np.zeros(net.n_spins))
         seed = np.broadcast_to(np.asarray(phases, dtype=float), (self.replicas, net.n_spins))
-        est, saturated, _ = self._read(lambda delta: self.layout.tile_settings(
-            off, np.zeros(len(net.inputs)), seed=seed, reference_piston=delta))
+        est, saturated, _ = self._read(self.layout.tile_settings(off, np.zeros(len(net.inputs)), seed=seed))
         return est, saturated
 
     def _measure(self, params: Params, x: np.ndarray, beta: float, targets) -> tuple[np.ndarray, dict, int]:
         """Angles (k, n_spins) of the network's spins in the first k replicas, which hold inputs ``x``
         (k, n_inputs) and nudge targets (k, n_outputs), with quality figures per replica and spin."""
         k, n = len(x), self.network.n_spins
-        est, saturated, clipped = self._read(lambda delta: self.layout.tile_settings(
-            params, x, nudge_beta=beta, targets=targets, reference_piston=delta))
+        est, saturated, clipped = self._read(self.layout.tile_settings(params, x, nudge_beta=beta, targets=targets))
         flags = spot_flags(est, saturated, n_frames=self.n_steps if self.readout == "phase_shifting" else 1,
                            noise_factor=self.noise_factor, dark_noise=self.dark_noise,
                            modulation_ref=self.modulation_ref, residual_ref=self.residual_ref,

@@ -40,6 +40,7 @@ class SpotPatches:
         self.contributing = self.weight > CONTRIB_REL * peak
         self.rows, self.cols = np.divmod(self.index, self.shape[1])
         self._carriers: dict[tuple[float, float], np.ndarray] = {}
+        self._pooling: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -64,7 +65,7 @@ class SpotPatches:
         inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
         weight = np.where((d2 <= (cut_sigmas * s) ** 2) & inside, np.exp(-d2 / (2 * s ** 2)), 0.0)
         index = np.where(inside, rows * shape[1] + cols, 0)
-        return cls(index.reshape(n, -1), weight.reshape(n, -1), shape)
+        return cls(*_compact(index.reshape(n, -1), weight.reshape(n, -1)), shape)
 
     @classmethod
     def from_dense(cls, weights) -> "SpotPatches":
@@ -75,10 +76,7 @@ class SpotPatches:
         flat = w.reshape(len(w), -1)
         if np.any(flat < 0) or np.any(flat.sum(axis=1) <= 0):
             raise ValueError("spot weights must be non-negative with a positive sum per spot")
-        width = max(int(np.count_nonzero(flat, axis=1).max(initial=0)), 1)
-        order = np.argsort(flat == 0, axis=1, kind="stable")[:, :width]  # non-zero pixels first
-        weight = np.take_along_axis(flat, order, axis=1)
-        return cls(np.where(weight > 0, order, 0), weight, w.shape[1:])
+        return cls(*_compact(np.broadcast_to(np.arange(flat.shape[1]), flat.shape), flat), w.shape[1:])
 
     def dense(self) -> np.ndarray:
         """Dense weights (n_spots, H, W)."""
@@ -110,9 +108,29 @@ class SpotPatches:
             self._carriers[key] = np.exp(1j * (key[0] * self.rows + key[1] * self.cols))
         return self._carriers[key]
 
+    def pooling_weights(self, wave_vector, dtype=np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Normalised weights w_i / sum w_i and their products with the carrier's real and imaginary parts
+        (n_spots, P) each, in ``dtype``: what ``readout.pooled_phase_shifting`` contracts frames with."""
+        key = (tuple(float(k) for k in wave_vector), np.dtype(dtype).str)
+        if key not in self._pooling:
+            weight = self.weight / self.norm[:, None]
+            carrier = self.carrier(wave_vector)
+            self._pooling[key] = tuple(a.astype(dtype) for a in (weight, weight * carrier.real,
+                                                                   weight * carrier.imag))
+        return self._pooling[key]
+
     def saturated(self, gathered, level) -> np.ndarray:
         """Per spot: a contributing pixel (weight above ``CONTRIB_REL`` of the spot's peak) reaches ``level`` in
         any of the gathered frames (..., n_spots, P)."""
         hot = np.asarray(gathered) >= level
         hot = hot.reshape((-1,) + hot.shape[-2:]).any(axis=0)
         return (hot & self.contributing).any(axis=1)
+
+
+def _compact(index: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each spot's weighted pixels first, then as few zero-weight entries (pointing at pixel 0) as the spot with
+    the most pixels leaves."""
+    width = max(int(np.count_nonzero(weight, axis=1).max(initial=0)), 1)
+    order = np.argsort(weight == 0, axis=1, kind="stable")[:, :width]
+    weight = np.take_along_axis(weight, order, axis=1)
+    return np.where(weight > 0, np.take_along_axis(index, order, axis=1), 0), weight

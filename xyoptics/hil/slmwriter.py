@@ -53,7 +53,7 @@ class TileWriter:
             self.invalidate()
             self.slm.set_phase(self.layout.image(eta, alpha), settle=False)
             slm = self.slm
-            self._correction = (np.asarray(slm._get_source_phase())[self.layout.tile_pixels()]
+            self._correction = (np.asarray(slm._get_source_phase()).ravel()[self.layout.tile_flat_pixels]
                                 if self.incremental and slm.phase_correct and "phase" in slm.source else None)
         else:
             changed = np.flatnonzero((eta != self._eta) | (alpha != self._alpha))
@@ -64,13 +64,13 @@ class TileWriter:
 
     def _patch(self, tiles: np.ndarray, eta: np.ndarray, alpha: np.ndarray) -> None:
         slm = self.slm
-        pixels = self.layout.tile_pixels(tiles)
-        phase = self.layout.tile_phases(eta, alpha).astype(slm.phase.dtype)
+        pixels = self.layout.tile_flat_pixels[tiles]
+        phase = self.layout.tile_phases(eta, alpha).reshape(pixels.shape).astype(slm.phase.dtype)
         if self._correction is not None:
             phase += self._correction[tiles]
         gray = slm._phase2gray(phase, out=np.empty(phase.shape, dtype=slm.display.dtype))
-        slm.phase[pixels] = phase  # as set_phase leaves it: rounded to whole levels where it rounds
-        slm.display[pixels] = gray
+        _scatter(slm.phase, pixels, phase)  # as set_phase leaves it: rounded to whole levels where it rounds
+        _scatter(slm.display, pixels, gray)
         self.tiles_encoded += len(tiles)
 
     def _send(self) -> None:
@@ -78,3 +78,11 @@ class TileWriter:
         slm._set_phase_hw(slm.display)
         if getattr(slm, "viewer", None) is not None:
             slm.viewer.render(slm._viewer_frame)
+
+
+def _scatter(array: np.ndarray, flat_index: np.ndarray, values: np.ndarray) -> None:
+    """array.flat[flat_index] = values, in place (through a flat view where the array is contiguous)."""
+    if array.flags.c_contiguous:
+        array.reshape(-1)[flat_index] = values
+    else:
+        np.put(array, flat_index, values)
