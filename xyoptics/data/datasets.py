@@ -9,7 +9,8 @@ Tasks (``load_task(name, seed=0, **options)`` returns ``(train, test)``):
 * ``iris``: 150 flowers, 4 features min-max scaled over the whole set, seeded stratified split.
 * ``digits``: scikit-learn's 8x8 digits (values 0..16, theta = v/16 * pi - pi/2); protocol "2024" (Wang et al.
   2024): per class, in data set order, images 0..99 train and 100..169 test; or "random", a seeded stratified split.
-* ``mnist``: 28x28 digits from IDX files (theta = pixel/255 * pi - pi/2, 784 inputs), see ``xyoptics.data.idx``.
+* ``mnist``: 28x28 digits from IDX files (theta = pixel/255 * pi - pi/2, 784 inputs; ``pool: 2`` averages 2x2
+  blocks to 14x14 = 196 inputs), see ``xyoptics.data.idx``.
 """
 
 from __future__ import annotations
@@ -148,7 +149,16 @@ def digits(seed: int = 0, protocol: str = "2024", test_fraction: float = 0.3) ->
 MNIST_TRAIN = ("auto", "full", "train5k")
 
 
-def _read_mnist_split(directory, split: str, n: int | None, rng: np.random.Generator, name: str) -> Dataset:
+def pool_images(images: np.ndarray, pool: int) -> np.ndarray:
+    """Average ``pool`` x ``pool`` blocks of images (n, rows, cols): a 28x28 digit becomes 14x14 for pool 2."""
+    n, rows, cols = images.shape
+    if pool < 1 or rows % pool or cols % pool:
+        raise ValueError(f"pool {pool} does not divide {rows}x{cols} images")
+    return images.reshape(n, rows // pool, pool, cols // pool, pool).mean(axis=(2, 4))
+
+
+def _read_mnist_split(directory, split: str, n: int | None, rng: np.random.Generator, name: str,
+                      pool: int = 1) -> Dataset:
     images_file, labels_file = (mnist_file(directory, f) for f in MNIST_SPLITS[split])
     if images_file is None or labels_file is None:
         raise FileNotFoundError(f"MNIST {split} files {MNIST_SPLITS[split]} not in {directory}")
@@ -161,14 +171,17 @@ def _read_mnist_split(directory, split: str, n: int | None, rng: np.random.Gener
     if n is not None:
         keep = stratified_choice(labels, n, rng)
         images, labels = images[keep], labels[keep]
+    if pool > 1:
+        images = pool_images(images.astype(np.float64), pool)
     x = phase_encode(images.reshape(len(images), -1), 0.0, 255.0)
     return Dataset(name, x, labels, 10, 10)
 
 
 def mnist(path=None, train: str = "auto", n_train: int | None = None, n_test: int | None = None,
-          seed: int = 0) -> tuple[Dataset, Dataset]:
+          seed: int = 0, pool: int = 1) -> tuple[Dataset, Dataset]:
     """MNIST from the folder ``xyoptics.data.idx.find_mnist_dir(path)`` finds; theta = pixel/255 * pi - pi/2,
-    flattened to 784 inputs; 10 outputs.
+    flattened to 784 inputs (``pool`` > 1 averages pool x pool blocks first: 196 inputs of 14x14 for 2); 10
+    outputs.
 
     ``train``: "full" (the 60,000-image files), "train5k" (the offline subset, 500 per digit) or "auto" (full if
     present, else train5k); the training set's name says which, e.g. "mnist(train5k)". The test set is t10k.
@@ -179,8 +192,9 @@ def mnist(path=None, train: str = "auto", n_train: int | None = None, n_test: in
     if train == "auto":
         train = "full" if all(mnist_file(directory, f) for f in MNIST_SPLITS["full"]) else "train5k"
     rng_train, rng_test = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    return (_read_mnist_split(directory, train, n_train, rng_train, f"mnist({train})"),
-            _read_mnist_split(directory, "test", n_test, rng_test, "mnist(t10k)"))
+    size = "" if pool == 1 else f",{28 // pool}x{28 // pool}"
+    return (_read_mnist_split(directory, train, n_train, rng_train, f"mnist({train}{size})", pool),
+            _read_mnist_split(directory, "test", n_test, rng_test, f"mnist(t10k{size})", pool))
 
 
 def _xor_task(seed: int = 0) -> tuple[Dataset, Dataset]:

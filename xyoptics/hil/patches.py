@@ -40,7 +40,7 @@ class SpotPatches:
         self.contributing = self.weight > CONTRIB_REL * peak
         self.rows, self.cols = np.divmod(self.index, self.shape[1])
         self._carriers: dict[tuple[float, float], np.ndarray] = {}
-        self._pooling: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._pooling: dict[tuple, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -108,15 +108,14 @@ class SpotPatches:
             self._carriers[key] = np.exp(1j * (key[0] * self.rows + key[1] * self.cols))
         return self._carriers[key]
 
-    def pooling_weights(self, wave_vector, dtype=np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Normalised weights w_i / sum w_i and their products with the carrier's real and imaginary parts
-        (n_spots, P) each, in ``dtype``: what ``readout.pooled_phase_shifting`` contracts frames with."""
+    def pooling_weights(self, wave_vector, dtype=np.float64) -> np.ndarray:
+        """(n_spots, P, 3): the normalised weights w_i / sum w_i and their products with the carrier's real and
+        imaginary parts, in ``dtype``: what ``readout.pooled_phase_shifting`` contracts frames with."""
         key = (tuple(float(k) for k in wave_vector), np.dtype(dtype).str)
         if key not in self._pooling:
             weight = self.weight / self.norm[:, None]
             carrier = self.carrier(wave_vector)
-            self._pooling[key] = tuple(a.astype(dtype) for a in (weight, weight * carrier.real,
-                                                                   weight * carrier.imag))
+            self._pooling[key] = np.stack([weight, weight * carrier.real, weight * carrier.imag], -1).astype(dtype)
         return self._pooling[key]
 
     def saturated(self, gathered, level) -> np.ndarray:

@@ -125,17 +125,19 @@ def pooled_phase_shifting(values, deltas, patches: SpotPatches, carrier=(0.0, 0.
     values, deltas = np.asarray(values, dtype=dtype), _check_steps(len(values), deltas)
     x, m = _design(deltas)
     k = np.linalg.inv(m) @ x.T  # (3, N)
-    weight, w_re, w_im = patches.pooling_weights(carrier, dtype)
-    plain, v_re, v_im = (np.einsum("nsp,sp->ns", values, w).astype(np.float64) for w in (weight, w_re, w_im))
-    z = (k[1] @ v_re - k[2] @ v_im) + 1j * (k[1] @ v_im + k[2] @ v_re)
+    weights = patches.pooling_weights(carrier, dtype)  # (spots, P, 3)
+    sums = np.matmul(values.transpose(1, 0, 2), weights).astype(np.float64)  # (spots, N, 3)
+    plain, v_re, v_im = sums[:, :, 0], sums[:, :, 1], sums[:, :, 2]
+    z = (v_re @ k[1] - v_im @ k[2]) + 1j * (v_im @ k[1] + v_re @ k[2])
     n = values.shape[0]
     if n > 3:
         projector = (np.eye(n) - x @ k).astype(dtype)
         residuals = (projector @ values.reshape(n, -1)).reshape(values.shape)
-        res2 = np.einsum("sp,sp->s", weight, np.einsum("nsp,nsp->sp", residuals, residuals)).astype(float) / (n - 3)
+        res2 = np.einsum("sp,sp->s", weights[:, :, 0], np.einsum("nsp,nsp->sp", residuals, residuals)).astype(
+            float) / (n - 3)
     else:
         res2 = np.zeros(len(patches))
-    return PhaseEstimate(wrap(np.angle(z)), np.abs(z), k[0] @ plain, np.sqrt(res2))
+    return PhaseEstimate(wrap(np.angle(z)), np.abs(z), plain @ k[0], np.sqrt(res2))
 
 
 def three_step(i1, i2, i3) -> PhaseEstimate:
