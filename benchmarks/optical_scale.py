@@ -210,8 +210,9 @@ def main(argv=None):
             parts = ", ".join(f"{k} {v['seconds']} s/{v['frames']}" for k, v in c["procedures"].items())
             print(f"{c['spins']:>6} {c['seconds']:>13.1f}  {parts}")
     if args.out:
+        from xyoptics.core.files import write_json_atomic
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+        write_json_atomic(args.out, results)
 
 
 if __name__ == "__main__":

@@ -190,6 +190,17 @@ def test_mnist_prefers_full_training_set(tmp_path):
     assert len(mnist(folder, train="train5k")[0]) == 50
 
 
+def test_mnist_pooled_to_14x14_averages_2x2_blocks(tmp_path):
+    folder = _fake_mnist(tmp_path / "m")
+    train, test = mnist(folder, pool=2)
+    assert train.name == "mnist(train5k,14x14)" and train.x.shape == (50, 196) and test.x.shape == (20, 196)
+    raw = read_idx(folder / idx.MNIST_SPLITS["train5k"][0]).astype(float)
+    block = raw[3, 4:6, 10:12].mean()  # row 2, column 5 of the pooled image
+    np.testing.assert_allclose(train.x[3, 2 * 14 + 5], block / 255 * np.pi - HALF_PI)
+    with pytest.raises(ValueError, match="pool 3 does not divide 28x28"):
+        mnist(folder, pool=3)
+
+
 def test_mnist_subsampling(tmp_path):
     folder = _fake_mnist(tmp_path / "m")
     train, test = mnist(folder, n_train=20, n_test=10, seed=3)
