@@ -142,16 +142,14 @@ class OpticalXYMachine:
         per step and estimate every spot in use: (estimate, saturated per spot, clipped tiles)."""
         steps = (2 * np.pi * np.arange(self.n_steps) / self.n_steps) if self.readout == "phase_shifting" else [0.0]
         eta, alpha, clipped = settings
-        frames = []
+        values = np.empty((len(steps),) + self.patches.weight.shape, np.float32)  # counts: exact in float32
         for k, delta in enumerate(steps):
             alpha = alpha.copy()
             alpha[self.layout.reference_tile] = delta  # only the reference piston steps
             self._show(eta, alpha, SWAP_SETTLE_FACTOR if k == 0 else 1.0)
-            frames.append(self._grab())
-        self.frames_read += len(frames)
-        raw = np.array(frames)
-        saturated = self.patches.saturated(raw, self.saturation)
-        values = raw.astype(np.float32)  # counts of a 16-bit camera at most: exact in float32
+            values[k] = self._grab()
+        self.frames_read += len(steps)
+        saturated = self.patches.saturated(values.max(axis=0), self.saturation)
         if self.dark_patches is not None:
             values -= self.dark_patches
         if self.readout == "phase_shifting":
