@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 from slmsuite.hardware.slms.simulated import SimulatedSLM
 
-from drivers.simulated_rig import RigCamera, RigSLM
+from drivers.simulated_rig import RigSLM
 from xyoptics.config import load_config
 from xyoptics.core.angles import wrap
 from xyoptics.core.architectures import square_lattice
 from xyoptics.core.costs import CosineCost
 from xyoptics.core.machine import Nudge
 from xyoptics.hil.layout import Layout, LayoutConfig, RigTopology, fitting_shapes
-from xyoptics.hil.optical import OpticalXYMachine
 from xyoptics.hil.patches import SpotPatches
 from xyoptics.hil.readout import (off_axis, off_axis_patches, phase_shifting, pool_patches, pool_spots, pooled_noise,
                                   pooled_phase_shifting, spot_values)
