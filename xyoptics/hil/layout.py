@@ -273,13 +273,6 @@ def fitting_shapes(topology: RigTopology, config: LayoutConfig) -> tuple[tuple[i
     rows = 16
     while tile_cells(n_tiles, clamps, n_tiles - 1, rows // config.tile_px, 2 * rows // config.tile_px) is None:
         rows *= 2
-    per_row = int(np.ceil(np.sqrt(n)))
-    side = 2 * config.spot_margin_px + config.spot_pitch_px * (per_row - 1) + 1
-    cam_cols = int(16 * np.ceil(side / 16))
-    while True:
-        try:
-            nominal_spot_centres(n, config, (cam_cols, cam_cols))
-            break
-        except ValueError:
-            cam_cols += 16
-    return (rows, 2 * rows), (cam_cols, cam_cols)
+    per_row = int(np.ceil(np.sqrt(n)))  # a square camera holding per_row x per_row spots holds them all
+    side = int(16 * np.ceil((2 * config.spot_margin_px + config.spot_pitch_px * (per_row - 1) + 1) / 16))
+    return (rows, 2 * rows), (side, side)
