@@ -29,6 +29,7 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/relax.py --out benchmarks/results/relax.json
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/training.py --out benchmarks/results/training.json
 
 clean:
 	rm -rf $(VENV) runs

@@ -66,7 +66,7 @@ def main(argv=None):
 
             def relax():
                 nonlocal res
-                res = minimise(land, phi0, tol=1e-4, max_iter=100000)
+                res = minimise(land, phi0, solver="fire", tol=1e-4, max_iter=100000, backend="numpy")
             t_relax = best_of(relax, args.repeats) if name.startswith("lattice") else float("nan")
             steps = int(res.iterations.max()) if res is not None else 0
             rows.append({"network": name, "path": path, "free_operator_ms": 1e3 * t_op, "gradients_ms": 1e3 * t_grad,

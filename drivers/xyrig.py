@@ -252,7 +252,8 @@ class XYRigEngine:
         params = Params(w, np.abs(field), np.angle(field))
         if net.n_free:
             land = build_landscape(net, params, phases[None, net.inputs], dtype=np.float64)
-            res = minimise(land, phases[None, net.free], tol=1e-7, max_iter=100000)
+            # FIRE's damped inertial dynamics stand in for the optical system's own settling (kept, not L-BFGS)
+            res = minimise(land, phases[None, net.free], solver="fire", tol=1e-7, max_iter=100000)
             phases[net.free] = res.phases[0]
             self.truth.relax_converged = bool(res.converged[0])
         if locked.any():  # first-order pull of the neighbours on locked spins

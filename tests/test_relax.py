@@ -8,6 +8,7 @@ from xyoptics.core import architectures
 from xyoptics.core.costs import CosineCost, LogCosineCost
 from xyoptics.core.network import Params
 from xyoptics.core.relax import build_landscape, minimise
+from xyoptics.core.solvers import SOLVERS
 
 
 def setup(rng, batch=5):
@@ -45,14 +46,17 @@ def test_nudged_forces_are_minus_gradient_of_nudged_energy(cost):
     np.testing.assert_allclose(land.forces(phi), fd, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("solver", ["fire", "euler"])
+SOLVER_BACKENDS = [(name, "numpy") for name in SOLVERS] + [("lbfgs", "compiled"), ("fire", "compiled")]
+
+
+@pytest.mark.parametrize("solver, backend", SOLVER_BACKENDS)
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-9), (np.float32, 1e-4)])
-def test_relaxation_reaches_tolerance_and_lowers_energy(solver, dtype, tol):
+def test_relaxation_reaches_tolerance_and_lowers_energy(solver, backend, dtype, tol):
     rng = np.random.default_rng(3)
     net, p, x = setup(rng, batch=16)
     land = build_landscape(net, p, x, dtype=dtype)
     phi0 = rng.uniform(-np.pi, np.pi, (16, net.n_free)).astype(dtype)
-    res = minimise(land, phi0, solver=solver, tol=tol, max_iter=200000)
+    res = minimise(land, phi0, solver=solver, tol=tol, max_iter=200000, backend=backend)
     assert res.phases.dtype == dtype
     assert res.converged.all() and res.n_unconverged == 0
     assert np.all(res.max_force < tol)
@@ -60,50 +64,55 @@ def test_relaxation_reaches_tolerance_and_lowers_energy(solver, dtype, tol):
     assert np.all(land.energy(res.phases) < land.energy(phi0))
 
 
-def test_fire_and_euler_find_the_same_minimum_from_nearby():
+def test_every_solver_finds_the_gradient_flows_minimum_from_nearby():
     rng = np.random.default_rng(4)
     net, p, x = setup(rng, batch=8)
     land = build_landscape(net, p, x)
     first = minimise(land, rng.uniform(-np.pi, np.pi, (8, net.n_free)), tol=1e-10)
     start = first.phases + rng.normal(0, 0.02, first.phases.shape)
-    a = minimise(land, start, solver="fire", tol=1e-10)
-    b = minimise(land, start, solver="euler", tol=1e-10, max_iter=500000)
-    assert a.converged.all() and b.converged.all()
-    np.testing.assert_allclose(a.phases, b.phases, atol=1e-7)
-    np.testing.assert_allclose(a.phases, first.phases, atol=1e-7)
+    flow = minimise(land, start, solver="euler", tol=1e-10, max_iter=500000)
+    assert flow.converged.all()
+    np.testing.assert_allclose(flow.phases, first.phases, atol=1e-7)
+    for solver in SOLVERS:
+        res = minimise(land, start, solver=solver, tol=1e-10, max_iter=500000)
+        assert res.converged.all()
+        np.testing.assert_allclose(res.phases, flow.phases, atol=1e-7, err_msg=solver)
 
 
-def test_iteration_cap_is_reported_as_not_converged():
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+def test_iteration_cap_is_reported_as_not_converged(backend):
     rng = np.random.default_rng(5)
     net, p, x = setup(rng, batch=6)
     land = build_landscape(net, p, x)
-    res = minimise(land, rng.uniform(-np.pi, np.pi, (6, net.n_free)), tol=1e-8, max_iter=3)
+    res = minimise(land, rng.uniform(-np.pi, np.pi, (6, net.n_free)), tol=1e-8, max_iter=3, backend=backend)
     assert not res.converged.any() and res.n_unconverged == 6
     assert np.all(res.iterations == 3)
     assert np.all(res.max_force >= 1e-8)
 
 
-def test_partial_convergence_keeps_sample_order():
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+def test_partial_convergence_keeps_sample_order(backend):
     """Samples that converge early are frozen; the rest keep running; results land in the right rows."""
     rng = np.random.default_rng(6)
     net, p, x = setup(rng, batch=10)
     land = build_landscape(net, p, x)
     phi0 = rng.uniform(-np.pi, np.pi, (10, net.n_free))
-    together = minimise(land, phi0, tol=1e-9)
+    together = minimise(land, phi0, tol=1e-9, backend=backend)
     for k in (0, 7):
-        alone = minimise(land.take(np.arange(10) == k), phi0[k:k + 1], tol=1e-9)
+        alone = minimise(land.take(np.arange(10) == k), phi0[k:k + 1], tol=1e-9, backend=backend)
         np.testing.assert_allclose(alone.phases[0], together.phases[k], atol=1e-12)
         assert alone.iterations[0] == together.iterations[k]
     assert len(set(together.iterations)) > 1
 
 
-def test_nan_parameters_raise_instead_of_returning_values():
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+def test_nan_parameters_raise_instead_of_returning_values(backend):
     rng = np.random.default_rng(7)
     net, p, x = setup(rng, batch=2)
     bad = Params(np.full_like(p.w, np.nan), p.h, p.psi)
     land = build_landscape(net, bad, x)
     with pytest.raises(FloatingPointError, match="non-finite"):
-        minimise(land, rng.uniform(-np.pi, np.pi, (2, net.n_free)))
+        minimise(land, rng.uniform(-np.pi, np.pi, (2, net.n_free)), backend=backend)
 
 
 def test_nudge_without_cost_is_rejected():

@@ -82,7 +82,11 @@ class EPConfig(Strict):
 
 
 class RelaxConfig(Strict):
-    solver: Literal["fire", "euler"] = "fire"
+    solver: Literal["lbfgs", "fire", "fire2", "nesterov", "euler"] = Field(
+        default="lbfgs", description="minimiser (xyoptics.core.solvers); lbfgs measured fastest (benchmarks/relax.py)")
+    backend: Literal["auto", "compiled", "numpy"] = Field(
+        default="auto", description="compiled: numba loop per sample (lbfgs, fire); auto: compiled where it applies")
+    threads: int | None = Field(default=None, ge=1, description="threads of the compiled loop (default: all cores)")
     tol: float = Field(default=1e-4, gt=0, description="stop when max|force| < tol")
     max_iter: int = Field(default=20000, ge=1)
     dtype: Literal["float32", "float64"] = "float32"

@@ -140,11 +140,12 @@ class XYNetwork:
             return structured_operator(self.n_spins, self.edges, w, self.blocks, dtype)
         return CouplingOperator(self.n_spins, self.edges, w, dtype)
 
-    def free_operator(self, params: Params, dtype=np.float64):
-        """The coupling product restricted to free spins: x_free -> (x @ W)_free over bonds between free spins."""
+    def free_operator(self, params: Params, dtype=np.float64, general: bool = False):
+        """The coupling product restricted to free spins: x_free -> (x @ W)_free over bonds between free spins
+        (a dense / CSR ``CouplingOperator`` when ``general``, whatever the network's own path)."""
         both = self.free[self.edges[:, 0]] & self.free[self.edges[:, 1]]
         free_idx = np.flatnonzero(self.free)
-        if self.uses_blocks:
+        if self.uses_blocks and not general:
             weights = np.where(both, self.bond_weights(params), 0.0)
             return structured_operator(self.n_spins, self.edges, weights, self.blocks, dtype, subset=free_idx)
         new_index = np.cumsum(self.free) - 1

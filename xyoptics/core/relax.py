@@ -1,14 +1,19 @@
 """Relaxation to equilibrium: minimise F(phi) = E(phi) + beta C(phi_out) over the free (non-input) spins.
 
-The physical dynamics is the overdamped gradient flow dphi/dt = -dF/dphi; only its end point (a local
-minimum) matters for EP, so the default solver is FIRE (Bitzek et al., PRL 97, 170201 (2006)): damped inertial
-dynamics whose step grows while the power F.v stays positive, with a restart on every uphill move. Both
-solvers stop a sample when max_i |force_i| < tol and report samples that hit the iteration cap as not converged.
-Converged samples are frozen and dropped from the working batch, so the cost follows the slowest samples only.
+The physical dynamics is the overdamped gradient flow dphi/dt = -dF/dphi; only its end point (a local minimum)
+matters for EP, so any descent method may find it (``solvers``; the default, L-BFGS, needs the fewest force
+evaluations, see ``benchmarks/relax.py``). Every solver stops a sample when max_i |force_i| < tol, never after a
+fixed number of steps, and reports samples that hit the iteration cap as not converged.
+
+Two back ends give the same numbers to rounding: ``compiled`` (``fused``: one numba loop per sample, samples
+spread over threads) and ``numpy`` (the batch in numpy; converged samples are frozen and dropped from the
+working batch). ``auto`` takes the compiled one where it applies (numba importable, solver lbfgs or fire, a
+built-in cost).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,10 +21,12 @@ import scipy.sparse as sp
 
 from .costs import Cost
 from .network import Params, XYNetwork, field_from
+from .operators import CouplingOperator
+from .solvers import SOLVERS
 
-#: FIRE constants (Bitzek et al. 2006), and the largest angle (rad) any spin may move in one step.
-FIRE_N_MIN, FIRE_F_INC, FIRE_F_DEC, FIRE_ALPHA0, FIRE_F_ALPHA = 5, 1.1, 0.5, 0.1, 0.99
-MAX_STEP_RAD = 0.3
+#: solver used when none is named (chosen by ``benchmarks/relax.py``)
+DEFAULT_SOLVER = "lbfgs"
+BACKENDS = ("auto", "compiled", "numpy")
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +45,12 @@ class Landscape:
     cost: Cost | None = None
     targets: np.ndarray | None = None
     curvature_bound: float = 1.0
+    general_op: CouplingOperator | None = None  # the same couplings as a dense / CSR matrix when op is not one
+
+    @property
+    def matrix(self):
+        """The free-free coupling matrix W (dense ndarray or scipy CSR), as the compiled back end needs it."""
+        return (self.general_op or self.op).matrix
 
     def forces(self, phi: np.ndarray) -> np.ndarray:
         """-dF/dphi on the free spins, shape (batch, n_free)."""
@@ -63,7 +76,7 @@ class Landscape:
         """The same landscape for a subset of the batch."""
         targets = None if self.targets is None else self.targets[keep]
         return Landscape(self.op, self.fx[keep], self.fy[keep], self.out, self.beta, self.cost, targets,
-                         self.curvature_bound)
+                         self.curvature_bound, self.general_op)
 
 
 def build_landscape(net: XYNetwork, params: Params, inputs: np.ndarray, *, beta: float = 0.0,
@@ -95,8 +108,9 @@ def build_landscape(net: XYNetwork, params: Params, inputs: np.ndarray, *, beta:
     rows = op.abs_row_sums() + np.asarray(abs(m).sum(axis=0)).ravel() + np.abs(params.h[free_idx])
     curvature = 2.0 * float(rows.max(initial=0.0)) + abs(beta)
     tg = None if targets is None else np.atleast_2d(targets).astype(dtype)
+    general = net.free_operator(params, dtype, general=True) if net.uses_blocks else None
     return Landscape(op, fx.astype(dtype), fy.astype(dtype), new_index[net.outputs], float(beta), cost, tg,
-                     max(curvature, 1e-12))
+                     max(curvature, 1e-12), general)
 
 
 @dataclass(frozen=True)
@@ -113,74 +127,44 @@ class RelaxResult:
         return int(np.count_nonzero(~self.converged))
 
 
-class FIRE:
-    """FIRE minimiser with per-sample time step and mixing; the step never moves a spin more than
-    MAX_STEP_RAD. Time steps are in units of 1/sqrt(curvature bound)."""
-
-    name = "fire"
-
-    def __init__(self, dt_max: float = 2.0, dt_start: float = 0.25):
-        self.dt_max, self.dt_start = dt_max, dt_start
-
-    def start(self, land: Landscape, phi: np.ndarray) -> dict:
-        scale = 1.0 / np.sqrt(land.curvature_bound)
-        b, dtype = len(phi), phi.dtype
-        return {"v": np.zeros_like(phi), "dt": np.full((b, 1), self.dt_start * scale, dtype),
-                "alpha": np.full((b, 1), FIRE_ALPHA0, dtype), "n_pos": np.zeros(b, np.int64),
-                "dt_max": dtype.type(self.dt_max * scale)}
-
-    def step(self, land: Landscape, phi: np.ndarray, force: np.ndarray, st: dict) -> np.ndarray:
-        v, dt, alpha, n_pos = st["v"], st["dt"], st["alpha"], st["n_pos"]
-        uphill = (force * v).sum(axis=1) < 0.0
-        n_pos += 1
-        if uphill.any():  # restart: stop, shrink the step, reset the mixing
-            n_pos[uphill] = 0
-            dt[uphill] *= FIRE_F_DEC
-            alpha[uphill] = FIRE_ALPHA0
-            v[uphill] = 0.0
-        grow = n_pos > FIRE_N_MIN
-        if grow.any():
-            dt[grow] = np.minimum(dt[grow] * FIRE_F_INC, st["dt_max"])
-            alpha[grow] *= FIRE_F_ALPHA
-        v += dt * force
-        v_norm = np.sqrt((v * v).sum(axis=1, keepdims=True))
-        f_norm = np.sqrt((force * force).sum(axis=1, keepdims=True))
-        v *= 1.0 - alpha
-        v += (alpha * v_norm / np.maximum(f_norm, 1e-30)) * force
-        dx = dt * v
-        biggest = np.abs(dx).max(axis=1, keepdims=True)
-        if biggest.max() > MAX_STEP_RAD:
-            dx *= np.minimum(1.0, MAX_STEP_RAD / biggest)
-        return phi + dx
-
-
-class GradientFlow:
-    """Plain forward-Euler integration of dphi/dt = force with the fixed step dt = 1.8 / curvature bound
-    (stable since the Hessian's eigenvalues never exceed the Gershgorin bound)."""
-
-    name = "euler"
-
-    def start(self, land: Landscape, phi: np.ndarray) -> dict:
-        return {"dt": phi.dtype.type(1.8 / land.curvature_bound)}
-
-    def step(self, land: Landscape, phi: np.ndarray, force: np.ndarray, st: dict) -> np.ndarray:
-        return phi + st["dt"] * force
-
-
-SOLVERS = {"fire": FIRE, "euler": GradientFlow}
-
-
 def _take_state(state: dict, keep: np.ndarray) -> dict:
+    """The solver state of the samples ``keep`` (arrays with the batch on axis 0; scalars stay)."""
     return {k: (v[keep] if isinstance(v, np.ndarray) and v.ndim and len(v) == len(keep) else v)
             for k, v in state.items()}
 
 
-def minimise(land: Landscape, phi0: np.ndarray, *, solver: str = "fire", tol: float = 1e-4,
-             max_iter: int = 20000) -> RelaxResult:
+def minimise(land: Landscape, phi0: np.ndarray, *, solver=DEFAULT_SOLVER, tol: float = 1e-4,
+             max_iter: int = 20000, backend: str = "auto", threads: int | None = None) -> RelaxResult:
     """Relax every sample of ``phi0`` (batch, n_free) until max|force| < tol or ``max_iter`` steps.
 
+    ``solver``: a name in ``solvers.SOLVERS`` or a solver object; ``backend``: "auto", "compiled" or "numpy";
+    ``threads``: threads of the compiled back end (default: numba's, all cores; results do not depend on it).
     Raises FloatingPointError if any force becomes NaN or infinite (never returned as a value)."""
-    stepper = SOLVERS[solver]() if isinstance(solver, str) else solver
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown relaxation backend {backend!r}; choose from {BACKENDS}")
+    phi0 = np.asarray(phi0)
+    why_not = compiled_unavailable(land, solver)
+    if backend == "compiled" and why_not:
+        raise ValueError(f"the compiled relaxation cannot run this: {why_not}")
+    if backend != "numpy" and not why_not and phi0.shape[1] > 0:
+        from .fused import relax_compiled
+
+        return RelaxResult(*relax_compiled(land, phi0, solver, tol, max_iter, threads))
+    return _minimise_numpy(land, phi0, SOLVERS[solver]() if isinstance(solver, str) else solver, tol, max_iter)
+
+
+def compiled_unavailable(land: Landscape, solver) -> str:
+    """Why the compiled back end cannot relax ``land`` with ``solver`` ("" when it can)."""
+    if not isinstance(solver, str) or solver not in ("lbfgs", "fire"):
+        return f"solver {solver!r} exists in numpy only (compiled: lbfgs, fire)"
+    if land.beta != 0.0 and getattr(land.cost, "name", None) not in ("cosine", "log_cosine"):
+        return f"cost {land.cost!r} is not built into the compiled loop"
+    if importlib.util.find_spec("numba") is None:
+        return "numba is not installed"
+    return ""
+
+
+def _minimise_numpy(land: Landscape, phi0: np.ndarray, stepper, tol: float, max_iter: int) -> RelaxResult:
     phi = np.array(phi0, copy=True)
     n = len(phi)
     out = np.empty_like(phi)

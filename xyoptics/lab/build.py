@@ -53,4 +53,5 @@ def prepare(cfg: TrainConfig) -> tuple[Dataset, Dataset, XYNetwork]:
 def digital_machine(cfg: TrainConfig, net: XYNetwork) -> DigitalXYMachine:
     """The digital machine with the config's relaxation settings."""
     r = cfg.relax
-    return DigitalXYMachine(net, solver=r.solver, tol=r.tol, max_iter=r.max_iter, dtype=r.dtype)
+    return DigitalXYMachine(net, solver=r.solver, tol=r.tol, max_iter=r.max_iter, dtype=r.dtype, backend=r.backend,
+                            threads=r.threads)
