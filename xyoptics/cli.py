@@ -1,5 +1,5 @@
 """Command line: ``xyoptics train CONFIG.yaml [--machine digital|simulated|RIG.yaml] [--out RUN_DIR]``,
-``xyoptics train --resume RUN_DIR``, ``xyoptics study NAME CONFIG --out DIR``,
+``xyoptics train --resume RUN_DIR``, ``xyoptics study NAME CONFIG --out DIR [--engine local|ray]``,
 ``xyoptics rig check RIG.yaml``, ``xyoptics data fetch mnist --dest DIR``, ``xyoptics --version``.
 
 Exit codes: 0 done; 1 the work ran and failed (a training run, a calibration, the rig's self-test, a device);
@@ -67,7 +67,8 @@ def _train(args) -> int:
     return 0
 
 
-STUDY_USAGE = ("xyoptics study NAME CONFIG --out DIR [--smoke] [--workers N] [--quiet]\n"
+STUDY_USAGE = ("xyoptics study NAME CONFIG --out DIR [--engine local|ray] [--address ADDR] [--workers N] "
+               "[--smoke] [--restart] [--quiet]\n"
                "       xyoptics study NAME --help   (that study's options)")
 
 
@@ -223,7 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     study = sub.add_parser("study", help="reproduce a finding of the seed paper (table, JSON and figures)",
                            usage=STUDY_USAGE, add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
                            description="Reproduce a finding of the seed paper (Wang, Wanjura & Marquardt, arXiv "
-                                       "2601.21945): a table, results.json and figures in --out.")
+                                       "2601.21945): a table, results.json and figures in --out.\n"
+                                       "Each training is one run, on a local process pool (default) or as a Ray "
+                                       "task (--engine ray;\n--address joins a cluster). A run's record streams "
+                                       "to --out/runs/ as it ends; the same command run again\nskips the runs "
+                                       "already done and retries the failed or stopped ones.")
     study.add_argument("-h", "--help", action=_StudyHelp)
     study.add_argument("name", nargs="?", choices=STUDIES, help=argparse.SUPPRESS)
     study.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

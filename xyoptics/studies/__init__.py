@@ -1,5 +1,5 @@
 """Studies of the seed paper's findings (Wang, Wanjura & Marquardt, arXiv 2601.21945), each runnable as
-``xyoptics study <name> CONFIG --out DIR [--smoke] [--workers N]``.
+``xyoptics study <name> CONFIG --out DIR [--engine local|ray] [--address ADDR] [--workers N] [--smoke]``.
 
 * ``xor_success``: XOR success rate over seeds for all-to-all, plain lattices and lattices with skip connections
   of several lengths (fixed number of extra bonds).
@@ -8,8 +8,10 @@
 * ``mnist_local``: MNIST with locally connected and CNN-like hidden layers against a dense layered baseline.
 
 Each study module defines ``Config`` (pydantic, unknown keys rejected, with a ``smoke()`` reduction),
-``run(cfg, out_dir, progress=True, workers=1) -> dict`` (writes ``results.json``, ``table.md`` and PNG figures)
-and ``main(argv)``. ``common.run_main(name, argv)`` is the shared command line.
+``run(cfg, out_dir, progress=True, workers=1, engine=None) -> dict`` (writes ``results.json``, ``table.md`` and
+PNG figures) and ``main(argv)``. ``common.run_main(name, argv)`` is the shared command line. Runs go through
+``engine`` (the local process pool by default, or Ray); each run's record streams to ``OUT/runs/<key>.json`` as it
+ends and a study started again skips the runs recorded ``ok`` (``records``).
 """
 
 STUDIES = ("xor_success", "regions", "iris_size", "mnist_local")

@@ -1,9 +1,10 @@
-"""What the studies share: config models built on training configs, seeded generators, a process pool for
-independent training runs, binomial intervals, tables, figures and the results folder.
+"""What the studies share: config models built on training configs, seeded generators, sweeps of independent
+training runs, binomial intervals, tables, figures, the results folder and the command line.
 
-Parallel runs use a ``spawn`` process pool whose workers each get one BLAS / OpenMP thread
-(``OPENBLAS_NUM_THREADS=1`` and friends are set before the workers import numpy). Every task carries its own
-seeds, so results do not depend on the number of workers or on the order in which tasks finish.
+The runs of a study go through ``engine.run_tasks`` on the local process pool (default) or on Ray; each run's
+record streams to ``OUT/runs/<key>.json`` as it ends, and a study started again skips the runs recorded ``ok``
+(``records``). Summaries use only ``ok`` records. Every task carries its own seeds, so results do not depend on
+the engine, the number of workers or the order in which runs finish.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
-import multiprocessing
-import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..core.files import write_json_atomic, write_text_atomic
 from ..core.schema import ConfigError, describe, load_yaml_model
+from .engine import ENGINES, EngineUnavailable, StudyStopped, ensure_finished, make_engine, run_tasks
+from .records import StudyIncomplete, Sweep, clear_records
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 STUDY_SET = ("architecture", "seed")  # training fields a study sets itself
 
 
@@ -79,51 +78,7 @@ def rng_for(*keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))
 
 
-# ---- parallel runs ---------------------------------------------------------------------------------------
-def _init_worker() -> None:
-    for var in THREAD_VARS:
-        os.environ[var] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:  # the variables above already limit a freshly imported numpy
-        pass
-
-
-def parallel_map(fn: Callable, tasks: Sequence, workers: int = 1, progress: bool = True,
-                 desc: str = "runs") -> list:
-    """``[fn(t) for t in tasks]`` in order; ``workers`` > 1 runs them in a spawn process pool with one thread
-    per worker. ``fn`` must be a module-level function and tasks picklable."""
-    tasks = list(tasks)
-    bar = tqdm(total=len(tasks), desc=desc, unit="run", disable=not progress)
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            out = []
-            for t in tasks:
-                out.append(fn(t))
-                bar.update()
-            return out
-        saved = {v: os.environ.get(v) for v in THREAD_VARS}
-        os.environ.update({v: "1" for v in THREAD_VARS})  # inherited by the spawned workers
-        try:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-                futures = {pool.submit(fn, t): k for k, t in enumerate(tasks)}
-                out = [None] * len(tasks)
-                for fut in as_completed(futures):
-                    out[futures[fut]] = fut.result()
-                    bar.update()
-            return out
-        finally:
-            for v, old in saved.items():
-                if old is None:
-                    os.environ.pop(v, None)
-                else:
-                    os.environ[v] = old
-    finally:
-        bar.close()
-
-
+# ---- runs ----------------------------------------------------------------------------------------------
 def train_and_recheck(cfg: TrainConfig, split: str, starts: int, rng: np.random.Generator):
     """Train ``cfg`` (digital machine, no run folder), then classify every sample of the ``split`` ("train" or
     "test") set from ``starts`` fresh random starts each, in one batch. Returns the ``RunResult`` and the
@@ -135,25 +90,37 @@ def train_and_recheck(cfg: TrainConfig, split: str, starts: int, rng: np.random.
     train_set, test_set, net = prepare(cfg)
     machine = digital_machine(cfg, net)
     result = Trainer(cfg, machine, train_set, test_set, None, progress=False).run()
+    ensure_finished(result.summary)
     data = train_set if split == "train" else test_set
     repeated = data.subset(np.tile(np.arange(len(data)), starts))
     return result, evaluate(machine, result.params, repeated, make_cost(cfg.ep.cost), rng,
                             batch_size=len(repeated))
 
 
-def sweep_seeds(cfg, architectures: Sequence, one_seed: Callable, extra, workers: int, progress: bool,
-                desc: str) -> list:
+def sweep_seeds(cfg: StudyConfig, architectures: Sequence, one_seed: Callable, extra, out_dir: str | Path,
+                engine=None, workers: int = 1, progress: bool = True, desc: str = "runs") -> Sweep:
     """``one_seed((train_config, architecture index, extra))`` for every architecture and every seed of
-    ``cfg`` (``first_seed`` .. ``first_seed + seeds - 1``), in that order."""
-    tasks = [(cfg.train_config(a, seed), k, extra)
-             for k, a in enumerate(architectures) for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds)]
-    return parallel_map(one_seed, tasks, workers, progress, desc=desc)
+    ``cfg`` (``first_seed`` .. ``first_seed + seeds - 1``), in that order, as runs ``arch<index>_seed<seed>``
+    of ``engine.run_tasks`` (records streamed to ``out_dir/runs``, finished runs skipped)."""
+    tasks = {f"arch{k}_seed{seed}": (cfg.train_config(a, seed), k, extra)
+             for k, a in enumerate(architectures) for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds)}
+    return run_tasks(one_seed, tasks, cfg.model_dump(mode="json"), out_dir, engine, workers, progress, desc)
 
 
-def finish(name: str, cfg: StudyConfig, out_dir: Path, text: str, workers: int, t0: float, **results) -> dict:
-    """Print the table and write results.json / table.md with the provenance header and the wall time."""
+def finish(name: str, cfg: StudyConfig, out_dir: Path, text: str, sweep: Sweep, t0: float, **results) -> dict:
+    """Print the table, with a line under it for runs left out (failed or stopped), and write results.json /
+    table.md with the provenance header, the run counts, the runs left out and the wall time."""
+    left_out = sweep.not_ok
+    if left_out:
+        counts = sweep.counts()
+        keys = ", ".join(r["key"] for r in left_out[:6]) + (", ..." if len(left_out) > 6 else "")
+        text += (f"\n\n{counts['failed']} failed and {counts['stopped']} stopped of {len(sweep.records)} runs are "
+                 f"left out of this table ({keys}); their reasons are in runs/, and running the same command again "
+                 f"retries them.")
     print(text)
-    results = {**study_header(name, cfg, workers), **results, "wall_time_s": round(time.perf_counter() - t0, 1)}
+    results = {**study_header(name, cfg, sweep.engine), **results, "run_counts": sweep.counts(),
+               "runs_left_out": [{k: r.get(k) for k in ("key", "status", "reason")} for r in left_out],
+               "wall_time_s": round(time.perf_counter() - t0, 1)}
     return write_results(out_dir, results, text)
 
 
@@ -207,35 +174,66 @@ def write_results(out_dir: str | Path, results: dict, table: str) -> dict:
     return results
 
 
-def study_header(name: str, cfg: StudyConfig, workers: int) -> dict:
-    """Provenance stored with every result."""
+def study_header(name: str, cfg: StudyConfig, engine: dict) -> dict:
+    """Provenance stored with every result (``engine``: the engine's description, workers included)."""
     from .. import __version__
-    return {"study": name, "config": cfg.model_dump(mode="json"), "workers": workers,
+    return {"study": name, "config": cfg.model_dump(mode="json"), **engine,
             "xyoptics_version": __version__, "numpy_version": np.__version__,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 # ---- command line ---------------------------------------------------------------------------------------
 def run_main(name: str, argv: Sequence[str] | None = None) -> int:
-    """``CONFIG --out DIR [--smoke] [--workers N] [--quiet]`` for the study module ``name``."""
-    module = importlib.import_module(f"{__package__}.{name}")  # by full name, so pool workers can import it
+    """``CONFIG --out DIR [--engine local|ray] [--address ADDR] [--workers N] [--smoke] [--restart] [--quiet]``
+    for the study module ``name``. Exit codes: 0 every run ok; 1 some runs failed (left out of the summary) or
+    too few finished to summarise; 2 a bad command line, config or folder; 130 stopped, resumable."""
+    module = importlib.import_module(f"{__package__}.{name}")  # by full name, so workers can import it
     parser = argparse.ArgumentParser(prog=f"xyoptics study {name}", description=module.__doc__.split("\n")[0])
     parser.add_argument("config", help="study config (YAML)")
-    parser.add_argument("--out", required=True, help="output folder (results.json, table.md, PNG figures)")
+    parser.add_argument("--out", required=True, help="output folder (results.json, table.md, PNG figures, runs/)")
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="where the runs train: local (a process pool, the default) or ray (one Ray task per run)")
+    parser.add_argument("--address", help="with --engine ray: the Ray cluster to join (default: start one here)")
+    parser.add_argument("--workers", type=int, help="runs at a time (default: 1 locally; on Ray, every CPU; "
+                                                    "a local Ray instance gets this many CPUs)")
     parser.add_argument("--smoke", action="store_true", help="a seconds-long reduced version of the config")
-    parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the run records already in --out (runs/, study.json) and start over")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.address is not None and args.engine != "ray":
+        parser.error("--address needs --engine ray")
     try:
         cfg = load_yaml_model(args.config, module.Config, what=f"{name} config")
-    except ConfigError as exc:
+        engine = make_engine(args.engine, args.workers, args.address)
+    except (ConfigError, EngineUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.smoke:
         cfg = cfg.smoke()
+    if args.restart:
+        print(f"{name}: --restart discarded {clear_records(args.out)} run records in {args.out}", file=sys.stderr)
+    again = shlex.join(["xyoptics", "study", name,
+                        *(a for a in (sys.argv[1:] if argv is None else argv) if a != "--restart")])
     t0 = time.perf_counter()
-    module.run(cfg, args.out, progress=not args.quiet, workers=args.workers)
+    try:
+        results = module.run(cfg, args.out, progress=not args.quiet, workers=engine.workers or 1, engine=engine)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (StudyStopped, KeyboardInterrupt) as exc:
+        print(f"{name}: {str(exc) or 'interrupted'}; finished runs are recorded in {args.out}/runs. Resume with "
+              f"the same command: {again}", file=sys.stderr)
+        return 130
+    except StudyIncomplete as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"{name}: {time.perf_counter() - t0:.1f} s; results in {args.out}")
+    counts = results["run_counts"]
+    if counts["ok"] < sum(counts.values()):
+        print(f"{name}: {sum(counts.values()) - counts['ok']} runs did not finish ok and are left out; run the "
+              f"same command again to retry them: {again}", file=sys.stderr)
+        return 1
     return 0

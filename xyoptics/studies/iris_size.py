@@ -118,14 +118,19 @@ def plot(rows: list[dict], runs: list[dict], path: Path) -> Path:
     return common.save_figure(fig, path)
 
 
-def run(cfg: Config, out_dir, progress: bool = True, workers: int = 1) -> dict:
+def run(cfg: Config, out_dir, progress: bool = True, workers: int = 1, engine=None) -> dict:
+    """Run every seed of every lattice (``engine``, default the local pool of ``workers``; records in
+    ``out_dir/runs``, finished ones kept) and summarise the ``ok`` runs."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    runs = common.sweep_seeds(cfg, cfg.lattices, _one_seed, cfg.eval_starts, workers, progress, "iris runs")
+    sweep = common.sweep_seeds(cfg, cfg.lattices, _one_seed, cfg.eval_starts, out_dir, engine, workers, progress,
+                               "iris runs")
+    sweep.check_groups([label(a) for a in cfg.lattices], "lattice")
+    runs = sweep.ok
     rows = summarise(cfg, runs)
     plot(rows, runs, out_dir / "accuracy_vs_size.png")
     best = max(rows, key=lambda r: r["final_test_accuracy"]["mean"])
-    return common.finish(NAME, cfg, out_dir, table(rows), workers, t0, summary=rows, runs=runs,
+    return common.finish(NAME, cfg, out_dir, table(rows), sweep, t0, summary=rows, runs=runs,
                          best_lattice=best["label"],
                          best_mean_final_test_accuracy=best["final_test_accuracy"]["mean"],
                          figures=["accuracy_vs_size.png"])

@@ -98,15 +98,16 @@ def _train_one(task) -> dict:
         resume = has_checkpoint(folder)
         run_session(None if resume else cfg, folder, progress=progress, resume=resume)
         summary = read_json(summary_path)
+    common.ensure_finished(summary)  # a training stopped by a signal is resumed on the next start
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     evals = [m for m in metrics if m["kind"] == "eval"]
     per_epoch, per_eval = epoch_times(metrics)
-    return {"status": summary["status"], "network": summary["network"], "n_couplings": summary["n_couplings"],
+    return {"training_status": summary["status"], "network": summary["network"], "n_couplings": summary["n_couplings"],
             "n_parameters": summary["n_parameters"], "epochs": summary["epochs_completed"],
             "best_test_accuracy": summary["best_test_accuracy"], "best_epoch": summary["best_epoch"],
             "final_test_accuracy": summary["final_test_accuracy"],
             "final_train_accuracy": summary["final_train_accuracy"],
-            "train_s_per_epoch": round(per_epoch, 1), "eval_s": round(per_eval, 1),
+            "train_s_per_epoch": round(per_epoch, 3), "eval_s": round(per_eval, 3),
             "curve": [[m["epoch"], m["test_accuracy"]] for m in evals]}
 
 
@@ -128,21 +129,25 @@ def plot(rows: dict[str, dict], out_dir: Path) -> list[Path]:
     return [common.save_figure(fig, out_dir / "mnist_local.png")]
 
 
-def run(cfg: Config, out_dir: str | Path, progress: bool = True, workers: int = 1) -> dict:
-    """Train every network (``workers`` at a time) and write results.json, table.md and mnist_local.png."""
+def run(cfg: Config, out_dir: str | Path, progress: bool = True, workers: int = 1, engine=None) -> dict:
+    """Train every network (on ``engine``, default the local pool of ``workers``; one run ``<name>`` each,
+    recorded in ``out_dir/runs``) and write results.json, table.md and mnist_local.png from the ``ok`` runs."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    tasks = [(cfg.network_config(n), str(out_dir / n.name), progress and workers == 1) for n in cfg.networks]
-    results = common.parallel_map(_train_one, tasks, workers=workers, progress=progress and workers > 1,
-                                  desc="networks")
-    rows = {n.name: r for n, r in zip(cfg.networks, results)}
+    engine = engine or common.make_engine("local", workers)
+    in_process = engine.in_process  # show each training's own progress bar rather than one over the runs
+    tasks = {n.name: (cfg.network_config(n), str(out_dir.resolve() / n.name), progress and in_process)
+             for n in cfg.networks}
+    sweep = common.run_tasks(_train_one, tasks, cfg.model_dump(mode="json"), out_dir, engine,
+                             progress=progress and not in_process, desc="networks")
+    rows = {r["key"]: {k: v for k, v in r.items() if k not in ("key", "status")} for r in sweep.ok}
     table = common.format_table(
         ["network", "couplings", "parameters", "epochs", "best test", "final test", "train s/epoch", "eval s"],
         [[name, f"{r['n_couplings']:,}", f"{r['n_parameters']:,}", r["epochs"],
           common.pct(r["best_test_accuracy"]), common.pct(r["final_test_accuracy"]), r["train_s_per_epoch"],
           r["eval_s"]] for name, r in rows.items()])
     plot(rows, out_dir)
-    return common.finish(NAME, cfg, out_dir, table, workers, t0, networks=rows, figures=["mnist_local.png"])
+    return common.finish(NAME, cfg, out_dir, table, sweep, t0, networks=rows, figures=["mnist_local.png"])
 
 
 def main(argv=None) -> int:

@@ -88,7 +88,8 @@ def _one_seed(task) -> dict:
     t0 = time.perf_counter()
     train_set, test_set, net = prepare(cfg)
     r = cfg.relax
-    inner = DigitalXYMachine(net, solver=r.solver, tol=r.tol, max_iter=r.max_iter, dtype=r.dtype)
+    inner = DigitalXYMachine(net, solver=r.solver, tol=r.tol, max_iter=r.max_iter, dtype=r.dtype,
+                             backend=r.backend, threads=r.threads)
     cost = make_cost(cfg.ep.cost)
     rng = common.rng_for(DIAG_STREAM, cfg.seed)
     data = train_set.subset(np.tile(np.arange(len(train_set)), repeats))
@@ -120,6 +121,7 @@ def _one_seed(task) -> dict:
     if 0 in schedule:
         taken.append(measure(0, trainer.state.params))
     result = trainer.run()
+    common.ensure_finished(result.summary)
     if [s["step"] for s in taken] != list(snapshots):
         raise RuntimeError(f"snapshots taken at steps {[s['step'] for s in taken]}, scheduled {list(snapshots)}: "
                            f"training ran {result.summary['steps_completed']} steps")
@@ -234,20 +236,25 @@ def table(agg: dict) -> str:
     return common.format_table(headers, rows)
 
 
-def run(cfg: Config, out_dir, progress: bool = True, workers: int = 1) -> dict:
+def run(cfg: Config, out_dir, progress: bool = True, workers: int = 1, engine=None) -> dict:
+    """Run every seed (``engine``, default the local pool of ``workers``; records in ``out_dir/runs``,
+    finished ones kept) and summarise the ``ok`` runs."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    runs = common.sweep_seeds(cfg, [cfg.architecture], _one_seed, (cfg.snapshots, cfg.repeats, cfg.threshold),
-                              workers, progress, "regions seeds")
+    sweep = common.sweep_seeds(cfg, [cfg.architecture], _one_seed, (cfg.snapshots, cfg.repeats, cfg.threshold),
+                               out_dir, engine, workers, progress, "regions seeds")
     _, _, net = prepare(cfg.train_config(cfg.architecture, cfg.first_seed))
+    sweep.check_groups([net.name])
+    runs = sweep.ok
     agg = aggregate(runs, cfg.snapshots)
-    if cfg.map_seed is None:  # first seed with the best final accuracy
+    chosen = [r for r in runs if r["seed"] == cfg.map_seed]
+    if chosen:
+        drawn = chosen[0]
+    else:  # first seed with the best final accuracy (also when the map_seed run did not finish ok)
         drawn = max(runs, key=lambda r: (r["snapshots"][-1]["accuracy"], -r["seed"]))
-    else:
-        drawn = runs[cfg.map_seed - cfg.first_seed]
     plot_maps(net, drawn, cfg.map_steps or cfg.snapshots, cfg.threshold, out_dir / "maps.png")
     plot_fractions(agg, int(net.n_free), cfg.threshold, out_dir / "affected_fraction.png")
-    return common.finish(NAME, cfg, out_dir, table(agg), workers, t0, network=net.name,
+    return common.finish(NAME, cfg, out_dir, table(agg), sweep, t0, network=net.name,
                          n_free_sites=int(net.n_free), input_sites=net.inputs.tolist(),
                          output_sites=net.outputs.tolist(), edges=net.edges.tolist(), map_seed=drawn["seed"],
                          fractions=agg, runs=runs, figures=["maps.png", "affected_fraction.png"])

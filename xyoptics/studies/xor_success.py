@@ -145,14 +145,17 @@ def plot(cfg: Config, rows: list[dict], path: Path) -> Path:
     return common.save_figure(fig, path)
 
 
-def run(cfg: Config, out_dir, progress: bool = True, workers: int = 1) -> dict:
+def run(cfg: Config, out_dir, progress: bool = True, workers: int = 1, engine=None) -> dict:
+    """Run every seed of every architecture (``engine``, default the local pool of ``workers``; records in
+    ``out_dir/runs``, finished ones kept) and summarise the ``ok`` runs."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    runs = common.sweep_seeds(cfg, cfg.architectures, _one_seed, cfg.strict_starts, workers, progress,
-                              "xor seeds")
-    rows = summarise(cfg, runs)
+    sweep = common.sweep_seeds(cfg, cfg.architectures, _one_seed, cfg.strict_starts, out_dir, engine, workers,
+                               progress, "xor seeds")
+    sweep.check_groups([label(a) for a in cfg.architectures], "arch")
+    rows = summarise(cfg, sweep.ok)
     plot(cfg, rows, out_dir / "success_vs_skip.png")
-    return common.finish(NAME, cfg, out_dir, table(rows), workers, t0, summary=rows, runs=runs,
+    return common.finish(NAME, cfg, out_dir, table(rows), sweep, t0, summary=rows, runs=sweep.ok,
                          figures=["success_vs_skip.png"])
 
 
