@@ -13,8 +13,6 @@ import pytest
 from xyoptics.core import architectures
 from xyoptics.core.network import Params
 
-# Two compiled-relaxation threads even on a one-core runner, so that thread-count independence is tested.
-os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 # Every process of the suite (each pytest-xdist worker) locks its simulated rigs in a folder of its own: the
 # shipped rig files all name the same simulated rig, and workers run sessions on it at the same time.
 os.environ["XYOPTICS_LOCK_DIR"] = tempfile.mkdtemp(prefix="xyoptics-test-locks-")

@@ -2,9 +2,10 @@
 
 Each sample runs its own loop (force and energy from one pass over the couplings, then an L-BFGS or FIRE
 step, exactly as ``solvers.LBFGS`` / ``solvers.FIRE`` do for a batch in numpy) until max_i |force_i| < tol, so
-no interpreter work is done per iteration and a converged sample costs nothing more. Samples never interact,
-so every thread count gives bit-for-bit the same result (each sample is computed by the same code, start to
-end, on one thread).
+no interpreter work is done per iteration and a converged sample costs nothing more. The loop releases the
+GIL, so chunks of the batch run on a pool of threads side by side. Samples never interact, so every thread
+count gives bit-for-bit the same result (each sample is computed by the same code, start to end, on one
+thread).
 
 Force and energy of F = E + beta C on free spin i, with (wc_i, ws_i) = sum_j W_ij (cos phi_j, sin phi_j) over
 free j and (fx_i, fy_i) the static field (bias plus clamped inputs):
@@ -19,9 +20,11 @@ minimax polynomials of Cephes' sinf/cosf, about 1 ulp) that the compiler vectori
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 from .solvers import FIRE_ALPHA0, FIRE_F_ALPHA, FIRE_F_DEC, FIRE_F_INC, FIRE_N_MIN, LBFGS_MEMORY, MAX_STEP_RAD
@@ -240,17 +243,35 @@ def _relax_one(x, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets
         it += 1
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
-def _relax_batch(phi, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets, cost_code, eps, beta, h0, tol,
-                 max_iter, solver, memory, dt_start, dt_max, status, iterations, max_force):
-    for b in prange(phi.shape[0]):
+@njit(cache=True, fastmath=FAST, nogil=True)
+def _relax_rows(rows, phi, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets, cost_code, eps, beta,
+                h0, tol, max_iter, solver, memory, dt_start, dt_max, status, iterations, max_force):
+    """Relax the samples ``rows`` of the batch in place (without the GIL, so threads run side by side)."""
+    for b in rows:
         st, it, fm = _relax_one(phi[b], fx[b], fy[b], dense, row_ptr, col, run_start, data, out_idx, targets[b],
                                 cost_code, eps, beta, h0, tol, max_iter, solver, memory, dt_start, dt_max)
         status[b], iterations[b], max_force[b] = st, it, fm
 
 
-#: below this many spin updates per iteration (batch x free spins) one thread is faster than waking others
+#: below this many spins in a batch (samples x free spins) one thread is faster than handing out work
 PARALLEL_MIN_WORK = 4096
+#: work is handed out in this many chunks per thread, so that slow samples do not leave threads idle
+CHUNKS_PER_THREAD = 4
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS when set (study workers set it to 1), else every core this process may use."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="xyoptics-relax")
+    return _POOLS[threads]
 
 
 def column_runs(csr) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -293,8 +314,6 @@ def coupling_arrays(matrix, dtype) -> tuple[np.ndarray, tuple]:
 def relax_compiled(land, phi0: np.ndarray, solver: str, tol: float, max_iter: int, threads: int | None):
     """Relax ``phi0`` (batch, n_free) on ``land`` with the compiled loop; returns (phases, converged,
     iterations, max_force) as ``relax.RelaxResult`` wants them. Raises FloatingPointError on non-finite forces."""
-    import numba
-
     dtype = np.dtype(phi0.dtype)
     t = dtype.type
     phi = np.array(phi0, dtype=dtype, order="C", copy=True)
@@ -309,17 +328,17 @@ def relax_compiled(land, phi0: np.ndarray, solver: str, tol: float, max_iter: in
     status = np.empty(b, np.int64)
     iterations = np.empty(b, np.int64)
     max_force = np.empty(b, dtype)
-    wanted = numba.config.NUMBA_NUM_THREADS if threads is None else int(threads)
-    use = 1 if b * n < PARALLEL_MIN_WORK else max(1, min(wanted, numba.config.NUMBA_NUM_THREADS, b))
-    before = numba.get_num_threads()
-    numba.set_num_threads(use)
-    try:
-        _relax_batch(phi, np.ascontiguousarray(land.fx, dtype), np.ascontiguousarray(land.fy, dtype), dense,
-                     *runs, np.asarray(land.out, np.int64), targets, cost_code, eps,
-                     t(land.beta), t(1.0 / land.curvature_bound), t(tol), int(max_iter), SOLVER_CODES[solver],
-                     LBFGS_MEMORY, t(0.25 * scale), t(2.0 * scale), status, iterations, max_force)
-    finally:
-        numba.set_num_threads(before)
+    args = (phi, np.ascontiguousarray(land.fx, dtype), np.ascontiguousarray(land.fy, dtype), dense, *runs,
+            np.asarray(land.out, np.int64), targets, cost_code, eps, t(land.beta), t(1.0 / land.curvature_bound),
+            t(tol), int(max_iter), SOLVER_CODES[solver], LBFGS_MEMORY, t(0.25 * scale), t(2.0 * scale), status,
+            iterations, max_force)
+    use = 1 if b * n < PARALLEL_MIN_WORK else max(1, min(default_threads() if threads is None else threads, b))
+    if use == 1:
+        _relax_rows(np.arange(b), *args)
+    else:
+        chunks = np.array_split(np.arange(b), min(b, use * CHUNKS_PER_THREAD))
+        for done in [_pool(use).submit(_relax_rows, rows, *args) for rows in chunks]:
+            done.result()
     if np.any(status == NON_FINITE):
         worst = int(iterations[status == NON_FINITE].min())
         raise FloatingPointError(f"relaxation produced non-finite forces at iteration {worst}")

@@ -45,9 +45,8 @@ from tqdm.auto import tqdm
 from ..lab.stopping import stop_on_signals
 from .records import RunRecords, Sweep
 
+# OMP_NUM_THREADS = 1 also keeps the compiled relaxation (core.fused) to one thread per worker
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-# set in workers only: numba refuses a thread count that changes after its threads started in this process
-WORKER_THREAD_VARS = THREAD_VARS + ("NUMBA_NUM_THREADS",)
 POLL_S = 0.5  # how often the driving loop looks for a stop request while runs are in flight
 ENGINES = ("local", "ray")
 
@@ -153,7 +152,7 @@ def _init_worker() -> None:
     """Pool worker set-up: one BLAS and one compiled-relaxation thread; SIGINT is left to the driving process,
     which ends the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for var in WORKER_THREAD_VARS:
+    for var in THREAD_VARS:
         os.environ[var] = "1"
     try:
         from threadpoolctl import threadpool_limits
@@ -254,7 +253,7 @@ class RayEngine:
 
         ours = not ray.is_initialized()
         if ours:
-            env = {"env_vars": {v: "1" for v in WORKER_THREAD_VARS}}
+            env = {"env_vars": {v: "1" for v in THREAD_VARS}}
             if self.address is None:
                 ray.init(num_cpus=self.workers, runtime_env=env, include_dashboard=False, logging_level="WARNING")
             else:
