@@ -144,3 +144,21 @@ def test_results_do_not_depend_on_the_number_of_threads():
                          rng=np.random.default_rng(6)).grad for k in (1, 2)]
     for name in ("w", "h", "psi"):
         np.testing.assert_array_equal(getattr(grads[0], name), getattr(grads[1], name))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+def test_lbfgs_on_a_frustrated_strongly_nudged_network_ends_lower_and_converged(backend):
+    """Strong random couplings (many uphill quasi-Newton trials) and a log-cosine nudge of beta = 2 from outputs
+    anti-aligned with their targets: every sample still ends at max|force| < tol, below its start energy."""
+    rng = np.random.default_rng(7)
+    net = architectures.all_to_all(3, 12, 3)
+    p = random_params(net, rng)
+    p = type(p)(4.0 * p.w, p.h, p.psi)
+    x = rng.uniform(-np.pi / 2, np.pi / 2, (32, 3))
+    y = targets_for(rng.integers(0, 3, 32), 3)
+    land = build_landscape(net, p, x, beta=2.0, cost=LogCosineCost(), targets=y)
+    phi0 = rng.uniform(-np.pi, np.pi, (32, net.n_free))
+    phi0[:, land.out] = y + np.pi - 0.01
+    res = minimise(land, phi0, solver="lbfgs", tol=1e-9, max_iter=100000, backend=backend)
+    assert res.converged.all()
+    assert np.all(land.energy(res.phases) < land.energy(phi0))
