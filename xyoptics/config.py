@@ -144,8 +144,15 @@ class TrainConfig(Strict):
     batch_size: int = Field(default=4, ge=1)
     eval_every: int = Field(default=1, ge=1, description="epochs between accuracy evaluations")
     diagnostics: DiagnosticsConfig | None = None
-    stop_at_accuracy: float | None = Field(default=None, gt=0, le=1,
-                                           description="stop early once an evaluation reaches this test accuracy")
+    validation_fraction: float = Field(default=0.0, ge=0, lt=1, description=(
+        "share of the training set held out (stratified, seeded) for model selection; 0: select on the training "
+        "set"))
+    eval_starts: int = Field(default=1, ge=1, description="random starts per sample in evaluations; the prediction "
+                             "comes from the lowest-energy one")
+    stop_at_accuracy: float | None = Field(default=None, gt=0, le=1, description=(
+        "stop once an evaluation reaches this selection accuracy (validation, or training set without one)"))
+    early_stop_patience: int | None = Field(default=None, ge=1, description=(
+        "stop after this many evaluations without a higher selection accuracy"))
     session: SessionConfig = SessionConfig()
     seed: int = Field(ge=0)
 

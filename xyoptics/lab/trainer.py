@@ -14,8 +14,11 @@ error re-raised) after writing a checkpoint; ``train(..., resume=True)`` continu
 can be replayed (digital, simulated rig) the resumed run ends with exactly the parameters of an uninterrupted
 one. A ``DeviceFault`` during a step is retried ``session.max_retries`` times from the same random state.
 
-Predictions: every evaluation relaxes each sample once from a fresh uniform random start of all non-input spins
-(as in training) and predicts argmax_o sin(phi_o) (for one output spin: class 1 iff sin(phi_o) > 0).
+Model selection and predictions follow ``evaluation``: with ``validation_fraction`` > 0 part of the training set
+is held out, never trained on, and the selected epoch, early stopping and ``stop_at_accuracy`` look at it
+alone (at the training set without one); the test set is only reported. Every evaluation relaxes each sample
+from ``eval_starts`` fresh uniform random starts of all non-input spins and predicts argmax_o sin(phi_o) (for
+one output spin: class 1 iff sin(phi_o) > 0) from the start of lowest energy.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..analysis.diagnostics import DiagnosticsRecorder, bond_maps
 from ..config import ConfigError, TrainConfig
-from ..core.costs import make_cost, predict
+from ..core.costs import make_cost
 from ..core.digital import DigitalXYMachine
 from ..core.ep import EPEstimate, ep_gradient
 from ..core.files import JsonlWriter, sha256_file, write_arrays_h5, write_json_atomic, write_text_atomic
@@ -42,6 +45,7 @@ from ..data.datasets import Dataset
 from .anglelog import AngleLog
 from .build import build_network, build_optimizer, digital_machine, prepare  # noqa: F401  (public API)
 from .checkpoint import ResumePoint, TrainState, resume_point, save_checkpoint, set_aside
+from .evaluation import Evaluation, better, evaluate, record_fields, split_validation  # noqa: F401  (public API)
 from .preflight import config_text
 from .stopping import stop_on_signals
 
@@ -59,34 +63,6 @@ class RunResult:
 
     summary: dict
     params: Params
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Accuracy and mean cost over every sample; ``n_unconverged`` relaxations and ``n_flagged`` predictions
-    that came from an unusable measurement (not converged or flagged by the readout) are counted, not hidden."""
-
-    accuracy: float
-    cost: float
-    n_unconverged: int
-    n_flagged: int = 0
-
-
-def evaluate(machine: XYMachine, params: Params, data: Dataset, cost, rng: np.random.Generator,
-             batch_size: int = 256) -> Evaluation:
-    """Accuracy and mean free-phase cost with one random start per sample."""
-    correct, total_cost, unconverged, flagged = 0, 0.0, 0, 0
-    out = machine.network.outputs
-    for x, labels, targets in data.batches(batch_size):
-        eq = machine.equilibrate(params, x, rng=rng)
-        phi_out = eq.phases[:, out].astype(np.float64)
-        correct += int(np.sum(predict(phi_out) == labels))
-        total_cost += float(np.sum(cost.value(phi_out, targets)))
-        unconverged += eq.n_unconverged
-        flagged += int(np.count_nonzero(~eq.usable))
-    return Evaluation(correct / len(data), total_cost / len(data), unconverged, flagged)
-
-
 
 
 def _quality_counts(est: EPEstimate) -> dict[str, int]:
@@ -117,6 +93,7 @@ class Trainer:
                  out_dir: Path | None, *, resume: bool | ResumePoint = False, progress: bool = True,
                  before_step=None, on_step=None, init_params: Params | None = None):
         self.cfg, self.machine, self.net = cfg, machine, machine.network
+        train_set, self.validation_set = split_validation(train_set, cfg.validation_fraction, cfg.seed)
         self.train_set, self.test_set, self.out_dir = train_set, test_set, out_dir
         self.progress, self.before_step, self.on_step = progress, before_step, on_step
         seeds = np.random.SeedSequence(cfg.seed).spawn(len(RNG_NAMES))
@@ -139,8 +116,8 @@ class Trainer:
             self._commit(0.0)
         self.metrics = self.angles = None
         last = self.state.history[-1] if self.state.history else None
-        self._accuracies = {} if last is None else {"train": f"{last['train_accuracy']:.2f}",
-                                                     "test": f"{last['test_accuracy']:.2f}"}
+        self._accuracies = {} if last is None else {k: f"{last[f'{k}_accuracy']:.2f}" for k in
+                                                     ("train", "validation", "test") if f"{k}_accuracy" in last}
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             if not resume and not (out_dir / "config.yaml").exists():  # a session has written (and hashed) it
@@ -293,22 +270,36 @@ class Trainer:
             self.recorder.record(epoch, self.machine, s.params, self.test_set.x[:k], self.test_set.targets[:k],
                                  beta=cfg.ep.beta, cost=self.cost, rng=self.rngs["diag"])
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            tr = evaluate(self.machine, s.params, self.train_set, self.cost, self.rngs["eval"])
-            te = evaluate(self.machine, s.params, self.test_set, self.cost, self.rngs["eval"])
+            splits = {"train": self.train_set, "validation": self.validation_set, "test": self.test_set}
+            evals = {name: evaluate(self.machine, s.params, data, self.cost, self.rngs["eval"],
+                                    starts=cfg.eval_starts)
+                     for name, data in splits.items() if data is not None}
             c = s.counters
             record = {"kind": "eval", "epoch": epoch, "step": s.step,
-                      "train_cost": c["epoch_cost_sum"] / max(c["epoch_steps"], 1),
-                      "train_accuracy": tr.accuracy, "test_accuracy": te.accuracy, "test_cost": te.cost,
-                      "unconverged_train": s.counters["unconverged_train"],
-                      "unconverged_eval": tr.n_unconverged + te.n_unconverged,
-                      "flagged_eval": tr.n_flagged + te.n_flagged,
-                      "wall_s": round(self._wall_base + time.perf_counter() - t0, 3)}
+                      "train_cost": c["epoch_cost_sum"] / max(c["epoch_steps"], 1)}
+            for name, ev in evals.items():
+                fields = record_fields(name, ev)
+                if name == "train":
+                    fields.pop("train_cost")  # the record's train_cost is the epoch's mean EP cost
+                record.update(fields)
+            selection = evals.get("validation", evals["train"])
+            record.update({"selection_accuracy": selection.accuracy,
+                           "unconverged_train": s.counters["unconverged_train"],
+                           "unconverged_eval": sum(ev.n_unconverged for ev in evals.values()),
+                           "flagged_eval": sum(ev.n_flagged for ev in evals.values()),
+                           "wall_s": round(self._wall_base + time.perf_counter() - t0, 3)})
             self._log(record)
             s.history.append(record)
-            if s.best is None or te.accuracy > s.best["test_accuracy"]:
-                s.best = {"epoch": epoch, "test_accuracy": te.accuracy}
-            self._accuracies = {"train": f"{tr.accuracy:.2f}", "test": f"{te.accuracy:.2f}"}
-            reached = cfg.stop_at_accuracy is not None and te.accuracy >= cfg.stop_at_accuracy
+            if better(record, s.best):
+                s.best = {k: record.get(k) for k in ("epoch", "selection_accuracy", "train_accuracy",
+                                                     "validation_accuracy", "test_accuracy")}
+            self._accuracies = {k: f"{record[f'{k}_accuracy']:.2f}" for k in ("train", "validation", "test")
+                                if f"{k}_accuracy" in record}
+            reached = cfg.stop_at_accuracy is not None and selection.accuracy >= cfg.stop_at_accuracy
+            stale = sum(1 for r in s.history if r["epoch"] > s.best["epoch"])
+            if cfg.early_stop_patience is not None and stale >= cfg.early_stop_patience:
+                s.counters["early_stopped"] = epoch
+                reached = True
         s.epoch, s.batch, s.order = epoch + 1, 0, None
         s.counters.update(epoch_cost_sum=0.0, epoch_steps=0)
         self._commit_diagnostics()
@@ -331,7 +322,7 @@ class Trainer:
                     if not self._train_epoch(stop, bar, t0):
                         break
                     if self._end_epoch(bar, t0):
-                        status = "target_reached"
+                        status = "early_stopped" if s.counters.get("early_stopped") else "target_reached"
                         break
                     if stop.requested:
                         break
@@ -352,7 +343,7 @@ class Trainer:
 
     def _finish(self, status: str, error: str | None) -> RunResult:
         s, net = self.state, self.net
-        if status in ("completed", "target_reached"):
+        if status in ("completed", "target_reached", "early_stopped"):
             s.counters["finished"] = status
         self.checkpoint()
         last = s.history[-1] if s.history else {}
@@ -360,10 +351,13 @@ class Trainer:
         summary = {"status": status, "error": error, "network": net.name, "n_spins": net.n_spins,
                    "n_couplings": net.n_couplings, "n_parameters": net.n_parameters,
                    "steps_completed": s.step, "epochs_completed": s.epoch - 1,
-                   "final_train_accuracy": last.get("train_accuracy"),
-                   "final_test_accuracy": last.get("test_accuracy"),
-                   "best_test_accuracy": s.best["test_accuracy"] if s.best else None,
-                   "best_epoch": s.best["epoch"] if s.best else None,
+                   "selected_by": "validation" if self.validation_set is not None else "train",
+                   **{f"selected_{k}": (s.best or {}).get(k) for k in ("epoch", "train_accuracy",
+                                                                       "validation_accuracy", "test_accuracy")},
+                   **{f"final_{k}_accuracy": last.get(f"{k}_accuracy") for k in ("train", "validation", "test")},
+                   "eval_starts": self.cfg.eval_starts,
+                   **({"final_test_accuracy_one_start": last.get("test_accuracy_one_start")}
+                      if self.cfg.eval_starts > 1 else {}),
                    "unconverged_train_relaxations": c["unconverged_train"],
                    **{f"{k}_samples": c.get(k, 0) for k in FLAGS},
                    "remeasured_samples": c.get("remeasured", 0), "dropped_samples": c.get("dropped", 0),

@@ -104,7 +104,7 @@ def _train_one(task) -> dict:
     per_epoch, per_eval = epoch_times(metrics)
     return {"training_status": summary["status"], "network": summary["network"], "n_couplings": summary["n_couplings"],
             "n_parameters": summary["n_parameters"], "epochs": summary["epochs_completed"],
-            "best_test_accuracy": summary["best_test_accuracy"], "best_epoch": summary["best_epoch"],
+            "selected_test_accuracy": summary["selected_test_accuracy"], "selected_epoch": summary["selected_epoch"],
             "final_test_accuracy": summary["final_test_accuracy"],
             "final_train_accuracy": summary["final_train_accuracy"],
             "train_s_per_epoch": round(per_epoch, 3), "eval_s": round(per_eval, 3),
@@ -142,9 +142,9 @@ def run(cfg: Config, out_dir: str | Path, progress: bool = True, workers: int = 
                              progress=progress and not in_process, desc="networks")
     rows = {r["key"]: {k: v for k, v in r.items() if k not in ("key", "status")} for r in sweep.ok}
     table = common.format_table(
-        ["network", "couplings", "parameters", "epochs", "best test", "final test", "train s/epoch", "eval s"],
+        ["network", "couplings", "parameters", "epochs", "test at selected epoch", "final test", "train s/epoch", "eval s"],
         [[name, f"{r['n_couplings']:,}", f"{r['n_parameters']:,}", r["epochs"],
-          common.pct(r["best_test_accuracy"]), common.pct(r["final_test_accuracy"]), r["train_s_per_epoch"],
+          common.pct(r["selected_test_accuracy"]), common.pct(r["final_test_accuracy"]), r["train_s_per_epoch"],
           r["eval_s"]] for name, r in rows.items()])
     plot(rows, out_dir)
     return common.finish(NAME, cfg, out_dir, table, sweep, t0, networks=rows, figures=["mnist_local.png"])
