@@ -21,6 +21,7 @@ def smoke(module):
 def written(out: Path, results: dict) -> dict:
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["study"] == results["study"] and on_disk["table"] == results["table"]
+    assert set(on_disk["provenance"]) == {"git", "versions", "machine"}  # commit, dirty flag, versions, host
     assert (out / "table.md").read_text().strip() == results["table"]
     for name in results["figures"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -41,6 +41,7 @@ from ..core.ep import EPEstimate, ep_gradient
 from ..core.files import JsonlWriter, sha256_file, write_arrays_h5, write_json_atomic, write_text_atomic
 from ..core.machine import FLAGS, DeviceFault, XYMachine
 from ..core.network import Params
+from ..core.provenance import provenance
 from ..data.datasets import Dataset
 from .anglelog import AngleLog
 from .build import build_network, build_optimizer, digital_machine, prepare  # noqa: F401  (public API)
@@ -368,6 +369,7 @@ class Trainer:
             out = self.out_dir
             if not c.get("finished"):
                 summary["resume"] = f"xyoptics train --resume {out}"
+            summary["provenance"] = provenance()
             write_json_atomic(out / "summary.json", summary)
             write_arrays_h5(out / "params.h5", s.params.as_dict(), {"network": net.name, "step": s.step})
             if s.history:

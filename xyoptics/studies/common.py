@@ -175,10 +175,12 @@ def write_results(out_dir: str | Path, results: dict, table: str) -> dict:
 
 
 def study_header(name: str, cfg: StudyConfig, engine: dict) -> dict:
-    """Provenance stored with every result (``engine``: the engine's description, workers included)."""
+    """Provenance stored with every result (``engine``: the engine's description, workers included; the git
+    commit and dirty flag, package versions and machine from ``core.provenance``)."""
     from .. import __version__
+    from ..core.provenance import provenance
     return {"study": name, "config": cfg.model_dump(mode="json"), **engine,
-            "xyoptics_version": __version__, "numpy_version": np.__version__,
+            "xyoptics_version": __version__, "numpy_version": np.__version__, "provenance": provenance(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
