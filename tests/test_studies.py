@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from xyoptics.config import ConfigError, load_yaml_model
-from xyoptics.studies import STUDIES, common, iris_size, regions, xor_success
+from xyoptics.studies import STUDIES, common, iris_size, regions, xor_size, xor_success
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "studies"
 
@@ -41,6 +41,32 @@ def test_xor_success_smoke(tmp_path, capsys):
         assert row["successes"] <= row["reached"]  # the success test is stricter than reaching 100 % once
     skip = [r for r in on_disk["summary"] if r["architecture"].get("skip_length")]
     assert len(skip) >= 3 and len({r["n_couplings"] for r in skip}) == 1  # fixed number of extra bonds
+
+
+def test_xor_size_smoke(tmp_path, capsys):
+    cfg = smoke(xor_size)
+    res = xor_size.run(cfg, tmp_path, progress=False)
+    on_disk = written(tmp_path, res)
+    assert "mean final cost [95 % CI]" in capsys.readouterr().out
+    assert len(res["runs"]) == cfg.seeds * len(cfg.sizes)
+    for run in res["runs"]:
+        assert run["final_cost"] >= 0 and np.isclose(run["final_cost"], run["final_cost_raw"] + np.log(2))
+    for row in on_disk["summary"]:
+        per_seed = [r["final_cost"] for r in res["runs"] if r["size"] == row["size"]]
+        assert np.isclose(row["mean_final_cost"], np.mean(per_seed))
+        lo, hi = row["ci95_final_cost"]
+        assert min(per_seed) <= lo <= row["mean_final_cost"] <= hi <= max(per_seed)
+        assert row["ci95_solved"][0] <= row["solved_rate"] <= row["ci95_solved"][1]
+
+
+def test_bootstrap_interval_covers_the_mean_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    v = rng.normal(3.0, 1.0, 400)
+    lo, hi = common.bootstrap_interval(v, key=1)
+    assert lo < v.mean() < hi and 0.15 < hi - lo < 0.25  # about 2 x 1.96 / sqrt(400) wide
+    assert common.bootstrap_interval(v, key=1) == (lo, hi)
+    assert common.bootstrap_interval([2.0]) == (2.0, 2.0)
+    assert all(np.isnan(common.bootstrap_interval([])))
 
 
 def test_regions_smoke(tmp_path, capsys):
@@ -82,9 +108,9 @@ def test_iris_size_smoke(iris_smoke):
 
 @pytest.mark.parametrize("name", [s for s in STUDIES if s != "mnist_local"])
 def test_shipped_configs_validate(name):
-    module = {"xor_success": xor_success, "regions": regions, "iris_size": iris_size}[name]
+    module = {"xor_success": xor_success, "xor_size": xor_size, "regions": regions, "iris_size": iris_size}[name]
     cfg = load_yaml_model(CONFIGS / f"{name}.yaml", module.Config)
-    assert cfg.seeds >= {"xor_success": 50, "regions": 1, "iris_size": 5}[name]
+    assert cfg.seeds >= {"xor_success": 50, "xor_size": 100, "regions": 1, "iris_size": 5}[name]
 
 
 def test_typos_are_rejected(tmp_path):

@@ -356,6 +356,7 @@ class Trainer:
                    **{f"selected_{k}": (s.best or {}).get(k) for k in ("epoch", "train_accuracy",
                                                                        "validation_accuracy", "test_accuracy")},
                    **{f"final_{k}_accuracy": last.get(f"{k}_accuracy") for k in ("train", "validation", "test")},
+                   "final_train_cost": last.get("train_cost"), "final_test_cost": last.get("test_cost"),
                    "eval_starts": self.cfg.eval_starts,
                    **({"final_test_accuracy_one_start": last.get("test_accuracy_one_start")}
                       if self.cfg.eval_starts > 1 else {}),

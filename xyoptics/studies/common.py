@@ -79,10 +79,12 @@ def rng_for(*keys: int) -> np.random.Generator:
 
 
 # ---- runs ----------------------------------------------------------------------------------------------
-def train_and_recheck(cfg: TrainConfig, split: str, starts: int, rng: np.random.Generator):
+def train_and_recheck(cfg: TrainConfig, split: str, starts: int, rng: np.random.Generator,
+                      lowest_energy: bool = False):
     """Train ``cfg`` (digital machine, no run folder), then classify every sample of the ``split`` ("train" or
     "test") set from ``starts`` fresh random starts each, in one batch. Returns the ``RunResult`` and the
-    ``Evaluation`` over all samples x starts."""
+    ``Evaluation``: over all samples x starts, or with ``lowest_energy`` one prediction per sample from its
+    lowest-energy start (``lab.evaluation.evaluate``)."""
     from ..core.costs import make_cost
     from ..lab.build import digital_machine, prepare
     from ..lab.trainer import Trainer, evaluate
@@ -92,9 +94,11 @@ def train_and_recheck(cfg: TrainConfig, split: str, starts: int, rng: np.random.
     result = Trainer(cfg, machine, train_set, test_set, None, progress=False).run()
     ensure_finished(result.summary)
     data = train_set if split == "train" else test_set
+    cost = make_cost(cfg.ep.cost)
+    if lowest_energy:
+        return result, evaluate(machine, result.params, data, cost, rng, batch_size=len(data), starts=starts)
     repeated = data.subset(np.tile(np.arange(len(data)), starts))
-    return result, evaluate(machine, result.params, repeated, make_cost(cfg.ep.cost), rng,
-                            batch_size=len(repeated))
+    return result, evaluate(machine, result.params, repeated, cost, rng, batch_size=len(repeated))
 
 
 def sweep_seeds(cfg: StudyConfig, architectures: Sequence, one_seed: Callable, extra, out_dir: str | Path,
@@ -135,6 +139,26 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     lo = 0.0 if successes == 0 else max(0.0, centre - half)
     return lo, 1.0 if successes == n else min(1.0, centre + half)
+
+
+BOOTSTRAP_STREAM = 8001  # first key of the bootstrap generators
+
+
+def bootstrap_interval(values, statistic=np.mean, n_boot: int = 10000, key: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over ``values`` (resampled with replacement ``n_boot``
+    times from the seeded stream (BOOTSTRAP_STREAM, ``key``), so the interval is reproducible); (nan, nan) for
+    no values, (v, v) for one."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return math.nan, math.nan
+    if v.size == 1:
+        return float(v[0]), float(v[0])
+    rng = rng_for(BOOTSTRAP_STREAM, key)
+    stats = statistic(v[rng.integers(0, v.size, (n_boot, v.size))], axis=1)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(stats, [tail, 100 - tail])
+    return float(lo), float(hi)
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
