@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import random_params
-from xyoptics.core.architectures import LocalLayer, local_layers, square_lattice
+from xyoptics.core.architectures import LocalLayer, graph_distances, local_layers, square_lattice
 from xyoptics.core.network import Params
 from xyoptics.core.relax import build_landscape
 
@@ -81,6 +81,45 @@ def test_lattice_counts_and_placement():
     fixed = [square_lattice(10, 10, 2, 1, skip_length=l, n_skip=24).n_couplings for l in (2, 4, 8)]
     assert fixed == [180 + 24] * 3
     assert net.positions.shape == (25, 2)
+
+
+def _bfs(n, edges, source):
+    """Breadth-first distances, written out independently of scipy's shortest_path."""
+    nbrs = [[] for _ in range(n)]
+    for a, b in edges:
+        nbrs[a].append(b)
+        nbrs[b].append(a)
+    dist, frontier = {source: 0}, [source]
+    while frontier:
+        nxt = []
+        for u in frontier:
+            for v in nbrs[u]:
+                if v not in dist:
+                    dist[v] = dist[u] + 1
+                    nxt.append(v)
+        frontier = nxt
+    return dist
+
+
+@pytest.mark.parametrize("size, n_skip, lengths", [(8, 16, (2, 4, 6)), (10, 20, (3, 8))])
+def test_distance_keeping_skips_keep_every_input_output_distance(size, n_skip, lengths):
+    plain = square_lattice(size, size, 2, 1)
+    out = int(plain.outputs[0])
+    base = [_bfs(plain.n_spins, plain.edges, int(i))[out] for i in plain.inputs]
+    for length in lengths:
+        spread = square_lattice(size, size, 2, 1, skip_length=length, n_skip=n_skip)
+        control = square_lattice(size, size, 2, 1, skip_length=length, n_skip=n_skip, keep_distance=True)
+        assert spread.n_couplings == control.n_couplings == plain.n_couplings + n_skip
+        skips = control.edges[plain.n_couplings:]
+        r, c = np.divmod(skips, size)
+        assert np.all(np.abs(r[:, 0] - r[:, 1]) + np.abs(c[:, 0] - c[:, 1]) == length)  # all of length l
+        assert [_bfs(control.n_spins, control.edges, int(i))[out] for i in control.inputs] == base
+        assert min(_bfs(spread.n_spins, spread.edges, int(i))[out] for i in spread.inputs) < min(base)
+    assert graph_distances(plain.n_spins, plain.edges, plain.inputs)[:, plain.outputs].ravel().tolist() == base
+    with pytest.raises(ValueError, match="keep every input-output distance"):
+        square_lattice(8, 8, 2, 1, skip_length=7, n_skip=16, keep_distance=True)
+    with pytest.raises(ValueError, match="needs an explicit n_skip"):
+        square_lattice(8, 8, 2, 1, skip_length=3, keep_distance=True)
 
 
 def test_bad_lattices_are_rejected():

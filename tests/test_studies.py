@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from xyoptics.config import ConfigError, load_yaml_model
-from xyoptics.studies import STUDIES, common, iris_size, regions, xor_size, xor_success
+from xyoptics.studies import STUDIES, common, iris_size, regions, skip_control, xor_size, xor_success
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "studies"
 
@@ -57,6 +57,31 @@ def test_xor_size_smoke(tmp_path, capsys):
         lo, hi = row["ci95_final_cost"]
         assert min(per_seed) <= lo <= row["mean_final_cost"] <= hi <= max(per_seed)
         assert row["ci95_solved"][0] <= row["solved_rate"] <= row["ci95_solved"][1]
+
+
+def test_skip_control_smoke(tmp_path, capsys):
+    cfg = smoke(skip_control)
+    res = skip_control.run(cfg, tmp_path, progress=False)
+    on_disk = written(tmp_path, res)
+    assert "input-output distance" in capsys.readouterr().out
+    rows = on_disk["summary"]
+    assert [r["kind"] for r in rows] == ["plain", "skip", "control", "skip", "control"]
+    plain = rows[0]
+    assert len({r["n_couplings"] for r in rows[1:]}) == 1 and rows[1]["n_couplings"] > plain["n_couplings"]
+    for r in rows[1:]:
+        shorter = min(r["io_distance"]) < min(plain["io_distance"])
+        assert shorter == (r["kind"] == "skip") and (r["kind"] == "skip" or r["io_distance"] == plain["io_distance"])
+    for run in res["runs"]:
+        assert run["xi_initial"] > 0 and run["xi_trained"] > 0 and run["profile_trained"][0] > 0
+
+
+def test_decay_length_of_known_profiles():
+    d = np.arange(12)
+    assert np.isclose(skip_control.decay_length(3.0 * np.exp(-d / 2.0)), 2.0)
+    noisy = np.exp(-d / 4.0) * (1 + 0.01 * np.cos(d))
+    assert abs(skip_control.decay_length(noisy) - 4.0) < 0.1
+    assert skip_control.decay_length(np.ones(6)) == np.inf  # flat: no decay
+    assert np.isnan(skip_control.decay_length([1.0, 0.5]))  # one usable distance
 
 
 def test_bootstrap_interval_covers_the_mean_and_is_reproducible():
@@ -108,9 +133,10 @@ def test_iris_size_smoke(iris_smoke):
 
 @pytest.mark.parametrize("name", [s for s in STUDIES if s != "mnist_local"])
 def test_shipped_configs_validate(name):
-    module = {"xor_success": xor_success, "xor_size": xor_size, "regions": regions, "iris_size": iris_size}[name]
+    module = {"xor_success": xor_success, "xor_size": xor_size, "skip_control": skip_control, "regions": regions,
+              "iris_size": iris_size}[name]
     cfg = load_yaml_model(CONFIGS / f"{name}.yaml", module.Config)
-    assert cfg.seeds >= {"xor_success": 50, "xor_size": 100, "regions": 1, "iris_size": 5}[name]
+    assert cfg.seeds >= {"xor_success": 50, "xor_size": 100, "skip_control": 20, "regions": 1, "iris_size": 5}[name]
 
 
 def test_typos_are_rejected(tmp_path):

@@ -38,6 +38,8 @@ class SquareLatticeConfig(Strict):
     skip_along: Literal["rows", "cols", "both"] = "both"
     skip_every: int = Field(default=1, ge=1)
     n_skip: int | None = Field(default=None, ge=1)
+    keep_distance: bool = Field(default=False, description=(
+        "place the n_skip skips only where they leave every input-output graph distance unchanged (a control)"))
 
 
 class LocalLayerConfig(Strict):

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import shortest_path
 
 from .network import XYNetwork
 from .structure import Block, GridView
@@ -124,14 +126,43 @@ def _skip_candidates(rows: int, cols: int, dist: int, along: str) -> list[np.nda
     return out
 
 
+def graph_distances(n: int, edges: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Shortest-path lengths in bonds (len(sources), n) over the undirected graph ``edges``; inf if unreachable."""
+    adj = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)).tocsr()
+    return shortest_path(adj, directed=False, unweighted=True, indices=np.asarray(sources))
+
+
+def distance_keeping_skips(n: int, base: np.ndarray, candidates: np.ndarray, n_skip: int, inputs: np.ndarray,
+                           outputs: np.ndarray) -> np.ndarray:
+    """``n_skip`` of the ``candidates`` bonds, taken in a low-discrepancy order over the candidate list (so they
+    spread over the lattice) and kept only if, added to ``base`` and the skips kept so far, every input-output
+    graph distance stays what it is in ``base``. Raises ValueError when fewer than ``n_skip`` can be kept."""
+    target = graph_distances(n, base, inputs)[:, outputs]
+    order = np.argsort((np.arange(len(candidates)) * 0.6180339887498949) % 1.0, kind="stable")
+    kept: list[np.ndarray] = []
+    for k in order:
+        if len(kept) == n_skip:
+            break
+        trial = np.concatenate([base, *kept, candidates[k:k + 1]])
+        if np.array_equal(graph_distances(n, trial, inputs)[:, outputs], target):
+            kept.append(candidates[k:k + 1])
+    if len(kept) < n_skip:
+        raise ValueError(f"only {len(kept)} of {len(candidates)} candidate skips keep every input-output distance; "
+                         f"n_skip={n_skip} is too many")
+    return np.concatenate(kept)
+
+
 def square_lattice(rows: int, cols: int, inputs=2, outputs=1, *, skip_length: int | None = None,
-                   skip_along: str = "both", skip_every: int = 1, n_skip: int | None = None) -> XYNetwork:
+                   skip_along: str = "both", skip_every: int = 1, n_skip: int | None = None,
+                   keep_distance: bool = False) -> XYNetwork:
     """rows x cols sites with nearest-neighbour bonds and open boundaries.
 
     ``inputs`` / ``outputs``: a count spread evenly along row 0 / the last row, or explicit (r, c) sites.
     Skip connections of length ``skip_length`` join (r, c)-(r, c+l) ("rows") and/or (r, c)-(r+l, c) ("cols"):
     one every ``skip_every`` sites on every ``skip_every``-th line, or exactly ``n_skip`` of them spread evenly
-    over all candidates (split evenly between directions), which keeps the bond count fixed across l."""
+    over all candidates (split evenly between directions), which keeps the bond count fixed across l.
+    ``keep_distance`` (with ``n_skip``): the control placement, ``n_skip`` skips that leave every input-output
+    graph distance as in the plain lattice (``distance_keeping_skips``)."""
     if rows < 1 or cols < 1:
         raise ValueError("a lattice needs at least one row and one column")
     if skip_along not in ("rows", "cols", "both"):
@@ -143,7 +174,13 @@ def square_lattice(rows: int, cols: int, inputs=2, outputs=1, *, skip_length: in
     if skip_length is not None:
         if not 2 <= skip_length < max(rows, cols):
             raise ValueError(f"skip_length must lie in [2, {max(rows, cols) - 1}]")
-        if n_skip is None:
+        if keep_distance:
+            if n_skip is None:
+                raise ValueError("keep_distance needs an explicit n_skip")
+            cands = np.concatenate(_skip_candidates(rows, cols, skip_length, skip_along))
+            bonds.add(distance_keeping_skips(rows * cols, np.concatenate(bonds.edges), cands, n_skip,
+                                             _sites(inputs, 0, rows, cols), _sites(outputs, rows - 1, rows, cols)))
+        elif n_skip is None:
             bonds.add_grid_neighbours(0, grid, skip_length, skip_every, skip_along)
         else:
             cands = [c for c in _skip_candidates(rows, cols, skip_length, skip_along) if len(c)]
@@ -153,7 +190,7 @@ def square_lattice(rows: int, cols: int, inputs=2, outputs=1, *, skip_length: in
                     raise ValueError(f"n_skip={n_skip} exceeds the {len(cand)} candidate skip bonds of length "
                                      f"{skip_length} per direction")
                 bonds.add(cand[np.round(np.linspace(0, len(cand) - 1, k)).astype(int)] if k else cand[:0])
-        name = f"square_lattice({rows}x{cols},skip={skip_length})"
+        name = f"square_lattice({rows}x{cols},skip={skip_length}{',same distance' if keep_distance else ''})"
     sites_in, sites_out = _sites(inputs, 0, rows, cols), _sites(outputs, rows - 1, rows, cols)
     r, c = np.divmod(np.arange(rows * cols), cols)
     return bonds.network(rows * cols, sites_in, sites_out, name, np.stack([c, -r], 1).astype(float))

@@ -22,7 +22,8 @@ def build_network(cfg: TrainConfig, data: Dataset) -> XYNetwork:
     if arch.kind == "square_lattice":
         return architectures.square_lattice(arch.rows, arch.cols, data.n_inputs, data.n_outputs,
                                             skip_length=arch.skip_length, skip_along=arch.skip_along,
-                                            skip_every=arch.skip_every, n_skip=arch.n_skip)
+                                            skip_every=arch.skip_every, n_skip=arch.n_skip,
+                                            keep_distance=arch.keep_distance)
     if arch.input_shape[0] * arch.input_shape[1] != data.n_inputs:
         raise ValueError(f"input_shape {arch.input_shape} does not hold the task's {data.n_inputs} inputs")
     layers = [architectures.LocalLayer(**layer.model_dump()) for layer in arch.layers]

@@ -82,6 +82,14 @@ def _drift(est: EPEstimate) -> dict:
             "modulation_ratio": round(float(np.median(ratio)), 4) if np.isfinite(ratio).all() else None}
 
 
+def initial_parameters(cfg: TrainConfig, net, rng: np.random.Generator | None = None) -> Params:
+    """The parameters a new run of ``cfg`` starts from: drawn with the run's "init" generator (a fresh one from
+    the seed unless given), exactly as ``Trainer`` draws them."""
+    if rng is None:
+        rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(len(RNG_NAMES))[RNG_NAMES.index("init")])
+    return net.init_params(rng, cfg.init.coupling_std, cfg.init.bias_max)
+
+
 class Trainer:
     """One training run of ``cfg`` on ``machine``, resumable from its run folder ``out_dir``.
 
@@ -107,7 +115,7 @@ class Trainer:
         if resume:
             self.state = self._restore(resume)
         else:
-            params = self.net.init_params(self.rngs["init"], cfg.init.coupling_std, cfg.init.bias_max)
+            params = initial_parameters(cfg, self.net, self.rngs["init"])
             if init_params is not None:  # the draw above still happens: the generators stay as in any run
                 params = init_params
             self.state = TrainState(params, self.optimizer.state_dict(), {}, counters=dict.fromkeys(COUNTERS, 0))
