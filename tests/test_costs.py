@@ -44,3 +44,18 @@ def test_targets_and_predictions():
     assert single.shape == (3, 1) and list(predict(single)) == [0, 1, 1]
     with pytest.raises(ValueError, match="unknown cost"):
         make_cost("hinge")
+
+
+def test_adaptive_gains_turn_the_cosine_force_into_the_log_cosine_force():
+    from xyoptics.core.costs import adaptive_gains
+
+    rng = np.random.default_rng(0)
+    phi = rng.uniform(-np.pi, np.pi, (50, 3))
+    y = np.where(rng.random((50, 3)) < 0.5, np.pi / 2, -np.pi / 2)
+    g = adaptive_gains(phi, y, max_gain=1e9)
+    np.testing.assert_allclose(g * CosineCost().grad(phi, y), LogCosineCost().grad(phi, y), rtol=1e-9)
+    capped = adaptive_gains(phi, y, max_gain=2.0)
+    assert capped.max() <= 2.0 and np.all((capped == 2.0) == (g >= 2.0))
+    assert np.all(capped >= 0.5 - 1e-9)  # 1 / (1 + cos) is never below one half
+    with pytest.raises(ValueError, match="max_gain"):
+        adaptive_gains(phi, y, max_gain=0.1)

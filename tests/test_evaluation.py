@@ -96,3 +96,12 @@ def test_early_stopping_and_the_target_look_at_validation_only():
     target = iris_config(stop_at_accuracy=0.05)  # any validation accuracy reaches it at the first evaluation
     s = Trainer(target, digital_machine(target, net), train_set, test_set, None, progress=False).run().summary
     assert s["status"] == "target_reached" and s["epochs_completed"] == 1
+
+
+def test_adaptive_nudge_config_needs_the_cosine_cost_and_trains():
+    with pytest.raises(ValueError, match="set cost: cosine"):
+        iris_config(ep={"beta": 0.1, "cost": "log_cosine", "nudge": "adaptive"})
+    cfg = iris_config(epochs=2, ep={"beta": 0.1, "cost": "cosine", "nudge": "adaptive", "adaptive_max_gain": 5})
+    train_set, test_set, net = prepare(cfg)
+    s = Trainer(cfg, digital_machine(cfg, net), train_set, test_set, None, progress=False).run().summary
+    assert s["status"] == "completed" and s["unconverged_train_relaxations"] == 0

@@ -27,7 +27,8 @@ def landscape(kind, rng, batch=6, beta=0.0, cost=None, dtype=np.float64):
     p = random_params(net, rng)
     x = rng.uniform(-np.pi / 2, np.pi / 2, (batch, len(net.inputs)))
     y = targets_for(rng.integers(0, len(net.outputs), batch), len(net.outputs)) if beta else None
-    land = build_landscape(net, p, x, beta=beta, cost=cost, targets=y, dtype=dtype)
+    gains = rng.uniform(0.5, 4.0, (batch, len(net.outputs))) if isinstance(cost, CosineCost) else None  # adaptive
+    land = build_landscape(net, p, x, beta=beta, cost=cost, targets=y, gains=gains, dtype=dtype)
     return land, rng.uniform(-np.pi, np.pi, (batch, net.n_free)).astype(dtype)
 
 
@@ -110,8 +111,8 @@ def test_unsupported_requests_fall_back_or_say_why():
     class Quartic(Cost):
         name = "quartic"
 
-        def value(self, phi_out, targets):
-            return np.sum((phi_out - targets) ** 4, axis=-1)
+        def terms(self, phi_out, targets):
+            return (phi_out - targets) ** 4
 
         def grad(self, phi_out, targets):
             return 4 * (phi_out - targets) ** 3

@@ -13,8 +13,9 @@ from drivers.xyrig import Imperfections
 from xyoptics.cli import main
 from xyoptics.core.angles import wrap
 from xyoptics.core.architectures import square_lattice
-from xyoptics.core.costs import CosineCost, LogCosineCost
+from xyoptics.core.costs import CosineCost, LogCosineCost, adaptive_gains
 from xyoptics.core.digital import DigitalXYMachine
+from xyoptics.core.ep import ep_gradient
 from xyoptics.core.machine import Nudge
 from xyoptics.hil.devices import DeviceError
 from xyoptics.hil.layout import Layout, LayoutConfig, RigTopology
@@ -76,6 +77,38 @@ def test_ideal_rig_matches_digital_machine(readout, tol):
     ref_nudged = digital.equilibrate(params, x, nudge=nudge, start=ref)
     assert np.abs(wrap(nudged.phases - ref_nudged.phases)).max() < tol
     assert np.abs(wrap(nudged.phases - free.phases)).max() > 5 * tol  # the nudge really moved the outputs
+
+
+def test_an_adaptive_nudge_injects_one_strength_per_output_as_the_digital_machine_adds_it():
+    net = square_lattice(3, 4, inputs=2, outputs=2, skip_length=2)
+    slm, cam = rig(net)
+    optical = OpticalXYMachine(net, slm, cam, topology(net))
+    digital = DigitalXYMachine(net, tol=1e-9, dtype=np.float64)
+    rng = np.random.default_rng(4)
+    params = net.init_params(rng)
+    x = rng.uniform(-np.pi / 2, np.pi / 2, (3, 2))
+    y = np.where(rng.random((3, 2)) < 0.5, np.pi / 2, -np.pi / 2)
+    free = optical.equilibrate(params, x)
+    assert optical.max_nudge_strength == optical.layout.config.gains.nudge  # no calibration: the nominal gain
+    gains = adaptive_gains(free.phases[:, net.outputs], y, max_gain=optical.max_nudge_strength / 0.4)
+    eta, _, _ = optical.layout.tile_settings(params, x[:1], nudge_beta=0.4 * gains[:1], targets=y[:1])
+    tiles = optical.layout.nudge_tile[optical.layout.spin_index[:1][:, net.outputs]]
+    np.testing.assert_allclose(eta[tiles], 0.4 * gains[:1] / optical.layout.config.gains.nudge)
+    nudge = Nudge(0.4, y, CosineCost(), gains)
+    nudged = optical.equilibrate(params, x, nudge=nudge, start=free)
+    ref = digital.equilibrate(params, x, nudge=nudge, start=free)
+    assert np.abs(wrap(nudged.phases - ref.phases)).max() < 0.02
+    plain = digital.equilibrate(params, x, nudge=Nudge(0.4, y, CosineCost()), start=free)
+    assert np.abs(wrap(ref.phases - plain.phases)).max() > 0.1  # the gains changed the equilibrium
+
+
+def test_an_adaptive_nudge_stronger_than_the_rig_can_inject_is_refused():
+    net = lattice()
+    optical = OpticalXYMachine(net, *rig(net), topology(net))
+    params = net.init_params(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="strongest nudge the rig injects"):
+        ep_gradient(optical, params, np.zeros((1, 2)), np.zeros((1, 1)), beta=3 * optical.max_nudge_strength,
+                    cost=CosineCost(), rng=np.random.default_rng(0), adaptive_max_gain=10.0)
 
 
 def test_fresh_starts_are_physically_random_and_seeded():

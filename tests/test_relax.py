@@ -31,11 +31,13 @@ def test_landscape_forces_equal_network_forces_on_free_spins():
 
 
 @pytest.mark.parametrize("cost", [LogCosineCost(), CosineCost()])
-def test_nudged_forces_are_minus_gradient_of_nudged_energy(cost):
+@pytest.mark.parametrize("with_gains", [False, True])
+def test_nudged_forces_are_minus_gradient_of_nudged_energy(cost, with_gains):
     rng = np.random.default_rng(2)
     net, p, x = setup(rng)
     y = np.where(rng.random((5, 2)) < 0.5, np.pi / 2, -np.pi / 2)
-    land = build_landscape(net, p, x, beta=0.3, cost=cost, targets=y)
+    gains = rng.uniform(0.5, 3.0, (5, 2)) if with_gains else None
+    land = build_landscape(net, p, x, beta=0.3, cost=cost, targets=y, gains=gains)
     phi = rng.uniform(-np.pi, np.pi, (5, net.n_free))
     h = 1e-6
     fd = np.zeros_like(phi)

@@ -81,6 +81,16 @@ class EPConfig(Strict):
     variant: Literal["one_sided", "symmetric"] = "one_sided"
     cost: Literal["log_cosine", "cosine"] = "log_cosine"
     m_init: int = Field(default=1, ge=1, description="random starts per sample and step")
+    nudge: Literal["fixed", "adaptive"] = Field(default="fixed", description=(
+        "adaptive: each output's cosine-nudge strength set from its free angle, beta / (1 + cos Delta), so the "
+        "injected force at the free state is the log-cosine cost's (needs cost: cosine)"))
+    adaptive_max_gain: float = Field(default=10.0, ge=0.5, description="cap on the adaptive strength / beta")
+
+    @model_validator(mode="after")
+    def _adaptive_needs_cosine(self):
+        if self.nudge == "adaptive" and self.cost != "cosine":
+            raise ValueError("nudge: adaptive shapes an injected (cosine) nudge; set cost: cosine")
+        return self
 
 
 class RelaxConfig(Strict):

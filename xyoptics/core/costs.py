@@ -23,6 +23,11 @@ class Cost:
     name: str = ""
 
     def value(self, phi_out: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """C per sample, shape (batch,)."""
+        return np.sum(self.terms(phi_out, targets), axis=-1)
+
+    def terms(self, phi_out: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Each output's share of C, same shape as phi_out."""
         raise NotImplementedError
 
     def grad(self, phi_out: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -41,8 +46,8 @@ class LogCosineCost(Cost):
             raise ValueError("eps must be >= 0")
         self.eps = float(eps)
 
-    def value(self, phi_out, targets):
-        return -np.sum(np.log(1.0 + self.eps + np.cos(phi_out - targets)), axis=-1)
+    def terms(self, phi_out, targets):
+        return -np.log(1.0 + self.eps + np.cos(phi_out - targets))
 
     def grad(self, phi_out, targets):
         delta = phi_out - targets
@@ -52,14 +57,23 @@ class LogCosineCost(Cost):
 class CosineCost(Cost):
     name = "cosine"
 
-    def value(self, phi_out, targets):
-        return np.sum(1.0 - np.cos(phi_out - targets), axis=-1)
+    def terms(self, phi_out, targets):
+        return 1.0 - np.cos(phi_out - targets)
 
     def grad(self, phi_out, targets):
         return np.sin(phi_out - targets)
 
 
 COSTS = {"log_cosine": LogCosineCost, "cosine": CosineCost}
+
+
+def adaptive_gains(phi_out: np.ndarray, targets: np.ndarray, max_gain: float, eps: float = LOG_EPS) -> np.ndarray:
+    """Per-output strengths g_o = min(1 / (1 + eps + cos Delta_o), max_gain) from the free angles: a cosine nudge
+    beta g_o (1 - cos Delta_o) then pulls each output at the free state with the log-cosine cost's force
+    beta sin Delta_o / (1 + eps + cos Delta_o), except where the cap binds (near anti-alignment)."""
+    if max_gain < 0.5:
+        raise ValueError("max_gain must be at least 0.5 (the smallest gain, at alignment)")
+    return np.minimum(1.0 / (1.0 + eps + np.cos(np.asarray(phi_out, np.float64) - targets)), max_gain)
 
 
 def make_cost(name: str) -> Cost:

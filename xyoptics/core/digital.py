@@ -35,8 +35,10 @@ class DigitalXYMachine:
             if start.shape != (len(inputs), net.n_spins):
                 raise ValueError(f"start has shape {start.shape}, expected {(len(inputs), net.n_spins)}")
             phases = net.with_inputs(start, inputs)
-        beta, cost, targets = (0.0, None, None) if nudge is None else (nudge.beta, nudge.cost, nudge.targets)
-        land = build_landscape(net, params, inputs, beta=beta, cost=cost, targets=targets, dtype=self.dtype)
+        beta, cost, targets, gains = ((0.0, None, None, None) if nudge is None else
+                                      (nudge.beta, nudge.cost, nudge.targets, nudge.gains))
+        land = build_landscape(net, params, inputs, beta=beta, cost=cost, targets=targets, gains=gains,
+                               dtype=self.dtype)
         res = minimise(land, phases[:, net.free].astype(self.dtype), solver=self.solver, tol=self.tol,
                        max_iter=self.max_iter, backend=self.backend, threads=self.threads)
         full = phases.astype(self.dtype)

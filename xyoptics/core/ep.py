@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .costs import Cost
+from .costs import Cost, adaptive_gains
 from .machine import Equilibrium, Nudge, XYMachine
 from .network import Params
 
@@ -70,11 +70,14 @@ def _usable(free: Equilibrium, nudged: tuple[Equilibrium, ...]) -> np.ndarray:
 def ep_gradient(machine: XYMachine, params: Params, inputs: np.ndarray, targets: np.ndarray, *,
                 beta: float, cost: Cost, rng: np.random.Generator, variant: str = "one_sided",
                 m_init: int = 1, start: np.ndarray | None = None, max_remeasure: int = 0,
-                min_good_fraction: float = 0.0) -> EPEstimate:
+                min_good_fraction: float = 0.0, adaptive_max_gain: float | None = None) -> EPEstimate:
     """EP estimate of dL/dtheta for a batch of ``inputs`` (batch, n_inputs) and ``targets``
     (batch, n_outputs). The free phase starts from random angles drawn with ``rng`` (or from explicit
     ``start`` angles, shape (batch * m_init, n_spins)); nudged phases start from the free equilibrium.
-    Unusable samples are re-measured and dropped as the module docstring says."""
+    Unusable samples are re-measured and dropped as the module docstring says. ``adaptive_max_gain``: an
+    adaptive nudge, each output's strength beta * g_o set from its free angle (``costs.adaptive_gains``, capped
+    at this gain, and at what a rig can inject: ``machine.max_nudge_strength`` / beta) so that a cosine nudge
+    pulls with the log-cosine cost's force at the free state."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown EP variant {variant!r}; choose from {VARIANTS}")
     if beta <= 0:
@@ -87,9 +90,18 @@ def ep_gradient(machine: XYMachine, params: Params, inputs: np.ndarray, targets:
         raise ValueError("max_remeasure must be >= 0 and min_good_fraction within [0, 1]")
     signs = (1.0,) if variant == "one_sided" else (1.0, -1.0)
 
+    max_gain = adaptive_max_gain
+    limit = getattr(machine, "max_nudge_strength", None)  # what a rig can inject at most
+    if max_gain is not None and limit is not None:
+        if limit < 0.5 * beta:
+            raise ValueError(f"beta = {beta} is more than twice the strongest nudge the rig injects ({limit:.3g}); "
+                             f"an adaptive nudge needs beta <= {2 * limit:.3g}")
+        max_gain = min(max_gain, limit / beta)
+
     def measure(rows, start_angles):
         f = machine.equilibrate(params, x[rows], start=start_angles, rng=rng)
-        return f, tuple(machine.equilibrate(params, x[rows], nudge=Nudge(s * beta, y[rows], cost), start=f)
+        gains = None if max_gain is None else adaptive_gains(f.phases[:, machine.network.outputs], y[rows], max_gain)
+        return f, tuple(machine.equilibrate(params, x[rows], nudge=Nudge(s * beta, y[rows], cost, gains), start=f)
                         for s in signs)
 
     everything = np.arange(len(x))

@@ -73,7 +73,8 @@ def _sincos_overload(x):
 
 
 @njit(cache=True, fastmath=FAST)
-def _evaluate(x, f, c, s, wc, ws, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets, cost_code, eps, beta):
+def _evaluate(x, f, c, s, wc, ws, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets, gains, cost_code,
+              eps, beta):
     """force (into f) and F at x for one sample; returns F."""
     n = x.shape[0]
     zero = x.dtype.type(0.0)
@@ -112,13 +113,14 @@ def _evaluate(x, f, c, s, wc, ws, fx, fy, dense, row_ptr, col, run_start, data, 
         for k in range(out_idx.shape[0]):
             o = out_idx[k]
             sd, cd = sincos(x[o] - targets[k])
+            strength = beta * gains[k]
             if cost_code == 1:
-                f[o] -= beta * sd
-                e += beta * (_ONE - cd)
+                f[o] -= strength * sd
+                e += strength * (_ONE - cd)
             else:
                 den = _ONE + eps + cd
-                f[o] -= beta * sd / den
-                e -= beta * np.log(den)
+                f[o] -= strength * sd / den
+                e -= strength * np.log(den)
     return e
 
 
@@ -154,8 +156,8 @@ def _cap(d, max_step):
 
 
 @njit(cache=True, fastmath=FAST)
-def _relax_one(x, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets, cost_code, eps, beta, h0, tol,
-               max_iter, solver, memory, dt_start, dt_max):
+def _relax_one(x, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets, gains, cost_code, eps, beta,
+               h0, tol, max_iter, solver, memory, dt_start, dt_max):
     """Minimise one sample in place from x; returns (status, iterations, max|force|)."""
     n = x.shape[0]
     f, c, s, wc, ws = np.empty_like(x), np.empty_like(x), np.empty_like(x), np.empty_like(x), np.empty_like(x)
@@ -167,8 +169,8 @@ def _relax_one(x, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets
     allowance = x.dtype.type(4.0 * np.finfo(x.dtype).eps)
     head, count, quasi, ea = 0, 0, False, x.dtype.type(np.inf)
     dt, mix, n_pos = dt_start, x.dtype.type(FIRE_ALPHA0), 0  # FIRE state; d is FIRE's velocity
-    e = _evaluate(x, f, c, s, wc, ws, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets, cost_code, eps,
-                  beta)
+    coupling = (dense, row_ptr, col, run_start, data, out_idx, targets, gains, cost_code, eps, beta)
+    e = _evaluate(x, f, c, s, wc, ws, fx, fy, *coupling)
     it = 0
     while True:
         fmax = _max_abs(f)
@@ -238,18 +240,17 @@ def _relax_one(x, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets
                 xa[i] = dt * d[i]
             _cap(xa, max_step)
             x += xa
-        e = _evaluate(x, f, c, s, wc, ws, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets, cost_code,
-                      eps, beta)
+        e = _evaluate(x, f, c, s, wc, ws, fx, fy, *coupling)
         it += 1
 
 
 @njit(cache=True, fastmath=FAST, nogil=True)
-def _relax_rows(rows, phi, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets, cost_code, eps, beta,
-                h0, tol, max_iter, solver, memory, dt_start, dt_max, status, iterations, max_force):
+def _relax_rows(rows, phi, fx, fy, dense, row_ptr, col, run_start, data, out_idx, targets, gains, cost_code, eps,
+                beta, h0, tol, max_iter, solver, memory, dt_start, dt_max, status, iterations, max_force):
     """Relax the samples ``rows`` of the batch in place (without the GIL, so threads run side by side)."""
     for b in rows:
         st, it, fm = _relax_one(phi[b], fx[b], fy[b], dense, row_ptr, col, run_start, data, out_idx, targets[b],
-                                cost_code, eps, beta, h0, tol, max_iter, solver, memory, dt_start, dt_max)
+                                gains[b], cost_code, eps, beta, h0, tol, max_iter, solver, memory, dt_start, dt_max)
         status[b], iterations[b], max_force[b] = st, it, fm
 
 
@@ -324,14 +325,15 @@ def relax_compiled(land, phi0: np.ndarray, solver: str, tol: float, max_iter: in
     eps = t(getattr(land.cost, "eps", 0.0))
     targets = land.targets if nudged else np.zeros((b, 0))
     targets = np.ascontiguousarray(np.broadcast_to(targets, (b, len(land.out) if nudged else 0)), dtype)
+    gains = np.ones_like(targets) if land.gains is None else np.ascontiguousarray(land.gains, dtype)
     scale = 1.0 / np.sqrt(land.curvature_bound)
     status = np.empty(b, np.int64)
     iterations = np.empty(b, np.int64)
     max_force = np.empty(b, dtype)
     args = (phi, np.ascontiguousarray(land.fx, dtype), np.ascontiguousarray(land.fy, dtype), dense, *runs,
-            np.asarray(land.out, np.int64), targets, cost_code, eps, t(land.beta), t(1.0 / land.curvature_bound),
-            t(tol), int(max_iter), SOLVER_CODES[solver], LBFGS_MEMORY, t(0.25 * scale), t(2.0 * scale), status,
-            iterations, max_force)
+            np.asarray(land.out, np.int64), targets, gains, cost_code, eps, t(land.beta),
+            t(1.0 / land.curvature_bound), t(tol), int(max_iter), SOLVER_CODES[solver], LBFGS_MEMORY,
+            t(0.25 * scale), t(2.0 * scale), status, iterations, max_force)
     use = 1 if b * n < PARALLEL_MIN_WORK else max(1, min(default_threads() if threads is None else threads, b))
     if use == 1:
         _relax_rows(np.arange(b), *args)

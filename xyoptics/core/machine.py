@@ -27,11 +27,13 @@ class DeviceFault(RuntimeError):
 
 @dataclass(frozen=True)
 class Nudge:
-    """Weak pull of the outputs toward ``targets`` (batch, n_outputs; radians): adds beta * cost to E."""
+    """Weak pull of the outputs toward ``targets`` (batch, n_outputs; radians): adds beta * cost to E, or with
+    ``gains`` (batch, n_outputs; >= 0) beta * sum_o g_o * (output o's cost term)."""
 
     beta: float
     targets: np.ndarray
     cost: Cost
+    gains: np.ndarray | None = None
 
 
 #: Boolean quality flags (per sample, or per sample and spin) that make a measurement unusable when set.

@@ -46,6 +46,7 @@ class Landscape:
     targets: np.ndarray | None = None
     curvature_bound: float = 1.0
     general_op: CouplingOperator | None = None  # the same couplings as a dense / CSR matrix when op is not one
+    gains: np.ndarray | None = None  # per-output nudge strengths (batch, n_outputs), multiplying beta
 
     @property
     def matrix(self):
@@ -60,8 +61,12 @@ class Landscape:
         ws += self.fy
         f = c * ws - s * wc
         if self.beta != 0.0:
-            f[:, self.out] -= (self.beta * self.cost.grad(phi[:, self.out], self.targets)).astype(f.dtype)
+            f[:, self.out] -= (self.nudge_strength() * self.cost.grad(phi[:, self.out], self.targets)).astype(f.dtype)
         return f
+
+    def nudge_strength(self):
+        """beta, or beta * gains per output."""
+        return self.beta if self.gains is None else self.beta * self.gains
 
     def energy(self, phi: np.ndarray) -> np.ndarray:
         """F per sample, up to the constant input-input coupling energy."""
@@ -69,20 +74,22 @@ class Landscape:
         wc, ws = field_from(self.op, c, s)
         e = -0.5 * np.sum(c * wc + s * ws, axis=1) - np.sum(c * self.fx + s * self.fy, axis=1)
         if self.beta != 0.0:
-            e = e + self.beta * self.cost.value(phi[:, self.out], self.targets)
+            e = e + np.sum(self.nudge_strength() * self.cost.terms(phi[:, self.out], self.targets), axis=1)
         return e
 
     def take(self, keep: np.ndarray) -> "Landscape":
         """The same landscape for a subset of the batch."""
         targets = None if self.targets is None else self.targets[keep]
+        gains = None if self.gains is None else self.gains[keep]
         return Landscape(self.op, self.fx[keep], self.fy[keep], self.out, self.beta, self.cost, targets,
-                         self.curvature_bound, self.general_op)
+                         self.curvature_bound, self.general_op, gains)
 
 
 def build_landscape(net: XYNetwork, params: Params, inputs: np.ndarray, *, beta: float = 0.0,
-                    cost: Cost | None = None, targets: np.ndarray | None = None,
+                    cost: Cost | None = None, targets: np.ndarray | None = None, gains: np.ndarray | None = None,
                     dtype=np.float64) -> Landscape:
-    """Compile F for a batch of clamped ``inputs`` (batch, n_inputs) and an optional nudge beta * C."""
+    """Compile F for a batch of clamped ``inputs`` (batch, n_inputs) and an optional nudge beta * C, or with
+    ``gains`` (batch, n_outputs) beta * sum_o g_o C_o."""
     if beta != 0.0 and (cost is None or targets is None):
         raise ValueError("a nudge (beta != 0) needs a cost and targets")
     inputs = np.atleast_2d(np.asarray(inputs, dtype=np.float64))
@@ -106,11 +113,12 @@ def build_landscape(net: XYNetwork, params: Params, inputs: np.ndarray, *, beta:
     fy = np.asarray(np.sin(inputs) @ m) + hy[free_idx]
 
     rows = op.abs_row_sums() + np.asarray(abs(m).sum(axis=0)).ravel() + np.abs(params.h[free_idx])
-    curvature = 2.0 * float(rows.max(initial=0.0)) + abs(beta)
+    g = None if gains is None or beta == 0.0 else np.broadcast_to(gains, (len(inputs), len(net.outputs))).astype(dtype)
+    curvature = 2.0 * float(rows.max(initial=0.0)) + abs(beta) * (1.0 if g is None else max(float(g.max()), 1.0))
     tg = None if targets is None else np.atleast_2d(targets).astype(dtype)
     general = net.free_operator(params, dtype, general=True) if net.uses_blocks else None
     return Landscape(op, fx.astype(dtype), fy.astype(dtype), new_index[net.outputs], float(beta), cost, tg,
-                     max(curvature, 1e-12), general)
+                     max(curvature, 1e-12), general, g)
 
 
 @dataclass(frozen=True)

@@ -150,14 +150,22 @@ class Layout:
             if calibration.spot_centres is None else np.asarray(calibration.spot_centres, float)
 
     # -- encoding ---------------------------------------------------------------------------------------
-    def tile_settings(self, params: Params, inputs: np.ndarray, *, nudge_beta: float = 0.0,
+    @property
+    def max_nudge(self) -> float:
+        """The strongest nudge every output's nudge tile can inject (eta = 1), in energy units."""
+        scale = self.calibration.efficiency_scale
+        tiles = self.nudge_tile[self.spin_index[:, self.net.outputs]]
+        return float(self.config.gains.nudge * (1.0 if scale is None else np.min(np.asarray(scale)[tiles])))
+
+    def tile_settings(self, params: Params, inputs: np.ndarray, *, nudge_beta: float | np.ndarray = 0.0,
                       targets: np.ndarray | None = None, seed: np.ndarray | None = None,
                       reference_piston: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
         """Target efficiency eta and phase alpha for every tile, and how many were clipped at eta = 1.
 
         ``inputs`` (k, n_inputs) clamp the input spins of the first k replicas; ``seed`` (k, n_spins) instead
         clamps every spin of them (used to prepare a start state); the nudge pulls their outputs toward
-        ``targets`` (k, n_outputs) with strength ``nudge_beta``. One-dimensional arrays are one replica's.
+        ``targets`` (k, n_outputs) with strength ``nudge_beta`` (a number, or (k, n_outputs) per output).
+        One-dimensional arrays are one replica's.
         Couplings and biases are the same in every replica; replicas beyond k get no clamp and no nudge."""
         g = self.config.gains
         net = self.net
@@ -178,11 +186,11 @@ class Layout:
             inputs = np.atleast_2d(inputs)
             used = spins[:len(inputs)][:, net.inputs]
             eta[self.clamp_tile[used]], alpha[self.clamp_tile[used]] = 1.0, inputs
-        if nudge_beta:
+        if np.any(nudge_beta):
             targets = np.atleast_2d(targets)
             used = self.nudge_tile[spins[:len(targets)][:, net.outputs]]
-            eta[used] = abs(nudge_beta) / g.nudge
-            alpha[used] = targets + (np.pi if nudge_beta < 0 else 0.0)
+            eta[used] = np.abs(nudge_beta) / g.nudge
+            alpha[used] = targets + np.where(np.asarray(nudge_beta) < 0, np.pi, 0.0)
         eta[self.reference_tile], alpha[self.reference_tile] = 1.0, reference_piston
         if self.calibration.efficiency_scale is not None:
             eta = eta / np.asarray(self.calibration.efficiency_scale)

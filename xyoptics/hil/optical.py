@@ -169,7 +169,8 @@ class OpticalXYMachine:
         est, saturated, _ = self._read(self.layout.tile_settings(off, np.zeros(len(net.inputs)), seed=seed))
         return est, saturated
 
-    def _measure(self, params: Params, x: np.ndarray, beta: float, targets) -> tuple[np.ndarray, dict, int]:
+    def _measure(self, params: Params, x: np.ndarray, beta: float | np.ndarray, targets
+                 ) -> tuple[np.ndarray, dict, int]:
         """Angles (k, n_spins) of the network's spins in the first k replicas, which hold inputs ``x``
         (k, n_inputs) and nudge targets (k, n_outputs), with quality figures per replica and spin."""
         k, n = len(x), self.network.n_spins
@@ -199,6 +200,11 @@ class OpticalXYMachine:
                    "modulation_ratio": ratio, **flags}
         return wrap(theta - gauge[:, None]), quality, clipped
 
+    @property
+    def max_nudge_strength(self) -> float:
+        """The strongest per-output nudge the rig can inject (an adaptive nudge is capped here)."""
+        return self.layout.max_nudge
+
     # -- the seam -------------------------------------------------------------------------------------
     def equilibrate(self, params: Params, inputs: np.ndarray, *, nudge: Nudge | None = None,
                     start: Equilibrium | np.ndarray | None = None,
@@ -223,6 +229,8 @@ class OpticalXYMachine:
         for first in range(0, n, self.replicas):
             rows = np.arange(first, min(first + self.replicas, n))
             beta, targets = (0.0, None) if nudge is None else (nudge.beta, np.atleast_2d(nudge.targets)[rows])
+            if nudge is not None and nudge.gains is not None:  # an adaptive nudge: one strength per output
+                beta = nudge.beta * np.atleast_2d(nudge.gains)[rows]
             if starts is None:
                 self._show(np.zeros(self.layout.n_tiles), np.zeros(self.layout.n_tiles), SWAP_SETTLE_FACTOR)
             else:

@@ -209,7 +209,8 @@ class Trainer:
                 est = ep_gradient(self.machine, self.state.params, data.x[samples], data.targets[samples],
                                   beta=cfg.ep.beta, cost=self.cost, rng=rng, variant=cfg.ep.variant,
                                   m_init=cfg.ep.m_init, max_remeasure=cfg.session.max_remeasure,
-                                  min_good_fraction=cfg.session.min_good_fraction)
+                                  min_good_fraction=cfg.session.min_good_fraction,
+                                  adaptive_max_gain=cfg.ep.adaptive_max_gain if cfg.ep.nudge == "adaptive" else None)
                 return est, attempt
             except DeviceFault as exc:
                 if attempt == cfg.session.max_retries:
