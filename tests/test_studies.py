@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from xyoptics.config import ConfigError, load_yaml_model
-from xyoptics.studies import STUDIES, common, iris_size, regions, skip_control, xor_size, xor_success
+from xyoptics.studies import STUDIES, common, iris_size, nudge_costs, regions, skip_control, xor_size, xor_success
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "studies"
 
@@ -75,6 +75,24 @@ def test_skip_control_smoke(tmp_path, capsys):
         assert run["xi_initial"] > 0 and run["xi_trained"] > 0 and run["profile_trained"][0] > 0
 
 
+@pytest.mark.slow
+def test_nudge_costs_smoke_trains_digitally_and_through_the_calibrated_rig(tmp_path, capsys):
+    cfg = smoke(nudge_costs)
+    res = nudge_costs.run(cfg, tmp_path, progress=False)
+    on_disk = written(tmp_path, res)
+    assert "| task | nudge | machine |" in capsys.readouterr().out
+    cells = [(r["nudge"], r["machine"]) for r in on_disk["summary"]]
+    assert cells == [("log_cosine", "digital"), ("cosine", "digital"), ("adaptive", "digital"), ("cosine", "rig"),
+                     ("adaptive", "rig")]  # no log-cosine nudge on the rig
+    assert len(res["runs"]) == 3 * cfg.seeds + 2 * cfg.rig_seeds
+    assert (tmp_path / "calibration" / cfg.tasks[0].label / "index.json").exists()
+    for key in ("cosine", "adaptive"):
+        assert (tmp_path / "rig_runs" / f"{cfg.tasks[0].label}_{key}_rig_seed0" / "summary.json").exists()
+    # seed 0 starts from the same couplings in every cell: the digital runs differ only by their nudge
+    configs = [cfg.run_config(cfg.tasks[0], n, 0) for n in cfg.nudges]
+    assert len({c.model_dump_json(exclude={"ep"}) for c in configs}) == 1
+
+
 def test_decay_length_of_known_profiles():
     d = np.arange(12)
     assert np.isclose(skip_control.decay_length(3.0 * np.exp(-d / 2.0)), 2.0)
@@ -134,9 +152,10 @@ def test_iris_size_smoke(iris_smoke):
 @pytest.mark.parametrize("name", [s for s in STUDIES if s != "mnist_local"])
 def test_shipped_configs_validate(name):
     module = {"xor_success": xor_success, "xor_size": xor_size, "skip_control": skip_control, "regions": regions,
-              "iris_size": iris_size}[name]
+              "iris_size": iris_size, "nudge_costs": nudge_costs}[name]
     cfg = load_yaml_model(CONFIGS / f"{name}.yaml", module.Config)
-    assert cfg.seeds >= {"xor_success": 50, "xor_size": 100, "skip_control": 20, "regions": 1, "iris_size": 5}[name]
+    assert cfg.seeds >= {"xor_success": 50, "xor_size": 100, "skip_control": 20, "regions": 1, "iris_size": 5,
+                         "nudge_costs": 20}[name]
 
 
 def test_typos_are_rejected(tmp_path):

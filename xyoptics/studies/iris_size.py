@@ -61,7 +61,8 @@ def _one_seed(task) -> dict:
     result, ev = common.train_and_recheck(cfg, "test", eval_starts, common.rng_for(EVAL_STREAM, index, cfg.seed))
     s = result.summary
     return {"lattice": index, "seed": cfg.seed, "final_test_accuracy": ev.accuracy,
-            "final_test_accuracy_one_start": s["final_test_accuracy"], "selected_test_accuracy": s["selected_test_accuracy"],
+            "final_test_accuracy_one_start": s["final_test_accuracy"],
+            "selected_test_accuracy": s["selected_test_accuracy"],
             "selected_epoch": s["selected_epoch"], "final_train_accuracy": s["final_train_accuracy"],
             "unconverged": s["unconverged_train_relaxations"] + ev.n_unconverged,
             "wall_s": round(time.perf_counter() - t0, 3)}

@@ -142,7 +142,8 @@ def run(cfg: Config, out_dir: str | Path, progress: bool = True, workers: int = 
                              progress=progress and not in_process, desc="networks")
     rows = {r["key"]: {k: v for k, v in r.items() if k not in ("key", "status")} for r in sweep.ok}
     table = common.format_table(
-        ["network", "couplings", "parameters", "epochs", "test at selected epoch", "final test", "train s/epoch", "eval s"],
+        ["network", "couplings", "parameters", "epochs", "test at selected epoch", "final test", "train s/epoch",
+         "eval s"],
         [[name, f"{r['n_couplings']:,}", f"{r['n_parameters']:,}", r["epochs"],
           common.pct(r["selected_test_accuracy"]), common.pct(r["final_test_accuracy"]), r["train_s_per_epoch"],
           r["eval_s"]] for name, r in rows.items()])

@@ -8,8 +8,8 @@ per step). Per seed:
 * **final cost**: the mean over the four patterns of C + log 2 = -log((1 + cos(phi_out - y)) / 2) at the free
   equilibrium of the last training step (the cost the training itself saw last, shifted by its minimum -log 2 so
   that 0 means every output on its target; the training cost C itself is in ``final_cost_raw``);
-* **evaluated cost** (shifted the same way) and **accuracy**: the four patterns relaxed again from ``eval_starts`` fresh random starts
-  each after training (the prediction from the lowest-energy start);
+* **evaluated cost** (shifted the same way) and **accuracy**: the four patterns relaxed again from
+  ``eval_starts`` fresh random starts each after training (the prediction from the lowest-energy start);
 * whether the run solved XOR (all four patterns right in that evaluation).
 
 Reported per N over the ``ok`` seeds: mean final cost with a 95 % percentile-bootstrap interval, the median,
