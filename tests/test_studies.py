@@ -147,6 +147,28 @@ def test_iris_size_smoke(iris_smoke):
     for row in res["summary"]:
         acc = row["final_test_accuracy"]
         assert 0 <= acc["min"] <= acc["mean"] <= acc["max"] <= 1 and acc["std"] >= 0
+        assert acc["min"] <= acc["ci95"][0] <= acc["mean"] <= acc["ci95"][1] <= acc["max"]
+    # hyperparameters: the grid on the tuning seeds, the choice the best mean validation accuracy
+    assert len(res["tuning"]) == len(cfg.tune.combos())
+    best = max(res["tuning"], key=lambda r: r["mean_validation_accuracy"])
+    assert res["chosen"] == best["updates"]
+    assert not {r["seed"] for r in res["runs"]} & set(cfg.tune.seeds)
+
+
+def test_tuning_grid_and_its_guards():
+    from xyoptics.studies.tuning import Tuning, describe
+
+    t = Tuning(seeds=[0], grid={"ep.beta": [0.1, 0.3], "optimizer.lr": [0.01], "epochs": [5]})
+    assert t.combos() == [{"ep": {"beta": 0.1}, "optimizer": {"lr": 0.01}, "epochs": 5},
+                          {"ep": {"beta": 0.3}, "optimizer": {"lr": 0.01}, "epochs": 5}]
+    assert describe(t.combos()[1]) == "ep.beta=0.3, optimizer.lr=0.01, epochs=5"
+    study = smoke(iris_size)
+    with pytest.raises(ValueError, match="also reported seeds"):
+        Tuning(seeds=[study.first_seed], grid={"ep.beta": [0.1]}).check(study, study.lattices,
+                                                                          range(study.first_seed, 99))
+    no_split = study.model_copy(update={"train": {**study.train, "validation_fraction": 0.0}})
+    with pytest.raises(ValueError, match="validation_fraction"):
+        Tuning(seeds=[0], grid={"ep.beta": [0.1]}).check(no_split, study.lattices, range(5, 7))
 
 
 @pytest.mark.parametrize("name", [s for s in STUDIES if s != "mnist_local"])

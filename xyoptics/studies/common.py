@@ -59,7 +59,7 @@ class StudyConfig(BaseModel):
 def train_config(base: dict, architecture: dict | BaseModel, seed: int, **updates) -> TrainConfig:
     arch = architecture.model_dump() if isinstance(architecture, BaseModel) else dict(architecture)
     try:
-        return TrainConfig.model_validate({**base, **updates, "architecture": arch, "seed": int(seed)})
+        return TrainConfig.model_validate({**merged(base, **updates), "architecture": arch, "seed": int(seed)})
     except ValidationError as exc:
         raise ConfigError(f"training config:\n{describe(exc)}") from None
 
@@ -102,11 +102,12 @@ def train_and_recheck(cfg: TrainConfig, split: str, starts: int, rng: np.random.
 
 
 def sweep_seeds(cfg: StudyConfig, architectures: Sequence, one_seed: Callable, extra, out_dir: str | Path,
-                engine=None, workers: int = 1, progress: bool = True, desc: str = "runs") -> Sweep:
+                engine=None, workers: int = 1, progress: bool = True, desc: str = "runs",
+                updates: dict | None = None) -> Sweep:
     """``one_seed((train_config, architecture index, extra))`` for every architecture and every seed of
     ``cfg`` (``first_seed`` .. ``first_seed + seeds - 1``), in that order, as runs ``arch<index>_seed<seed>``
     of ``engine.run_tasks`` (records streamed to ``out_dir/runs``, finished runs skipped)."""
-    tasks = {f"arch{k}_seed{seed}": (cfg.train_config(a, seed), k, extra)
+    tasks = {f"arch{k}_seed{seed}": (cfg.train_config(a, seed, **(updates or {})), k, extra)
              for k, a in enumerate(architectures) for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds)}
     return run_tasks(one_seed, tasks, cfg.model_dump(mode="json"), out_dir, engine, workers, progress, desc)
 

@@ -285,13 +285,14 @@ class StopStudy(Exception):
 
 
 def run_tasks(fn: Callable, tasks: dict[str, Any], config: dict, out_dir: str | Path, engine=None, workers: int = 1,
-              progress: bool = True, desc: str = "runs") -> Sweep:
+              progress: bool = True, desc: str = "runs", study: str | None = None) -> Sweep:
     """Run ``fn(task)`` for every ``key: task`` whose record in ``out_dir/runs`` is not ``ok`` yet, on
     ``engine`` (default ``LocalEngine(workers)``), writing each record as its run ends; returns all records.
-    ``config`` (the study config as JSON) claims the folder: another config there is a ``ConfigError``."""
+    ``config`` (the study config as JSON) claims the folder for ``study`` (default: the name of ``fn``'s
+    module): another study or config there is a ``ConfigError``."""
     engine = engine or LocalEngine(workers)
     ref = function_ref(fn)
-    store = RunRecords(out_dir, ref[0].rpartition(".")[2], config)
+    store = RunRecords(out_dir, study or ref[0].rpartition(".")[2], config)
     pending = {key: task for key, task in tasks.items() if not store.is_done(key)}
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc=desc, unit="run", disable=not progress)
     try:

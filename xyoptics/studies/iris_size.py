@@ -11,7 +11,9 @@ parameters, the training order and the stratified 105 / 45 train / test split of
   validation split (on the training set when the config holds none), never on the test set;
 * final train accuracy from the run's last evaluation.
 
-Reported per lattice: mean +- standard deviation (ddof = 0) over seeds, and every seed's value in the JSON.
+Hyperparameters: with a ``tune`` section, chosen first on validation accuracy of separate seeds (``tuning``).
+Reported per lattice: the mean over seeds with a 95 % percentile-bootstrap interval (and standard deviation, min,
+max in the JSON, with every seed's value).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pydantic import Field, model_validator
 
 from ..config import SquareLatticeConfig
 from ..lab.build import prepare
-from . import common
+from . import common, tuning
+from .tuning import Tuning
 
 NAME = "iris_size"
 EVAL_STREAM = 7003
@@ -35,10 +38,13 @@ class Config(common.StudyConfig):
     first_seed: int = Field(default=0, ge=0)
     eval_starts: int = Field(default=5, ge=1, description="random starts per test flower for the final accuracy")
     lattices: list[SquareLatticeConfig] = Field(min_length=1)
+    tune: Tuning | None = Field(default=None, description="hyperparameters chosen on validation first")
 
     @model_validator(mode="after")
     def _check(self):
         self.check_train("iris", self.lattices)
+        if self.tune is not None:
+            self.tune.check(self, self.lattices, range(self.first_seed, self.first_seed + self.seeds))
         return self
 
     def smoke(self) -> Config:
@@ -46,6 +52,8 @@ class Config(common.StudyConfig):
         d = self.model_dump()
         d.update(seeds=2, eval_starts=2, lattices=d["lattices"][:2],
                  train=common.merged(self.train, epochs=2, eval_every=2))
+        if self.tune is not None:
+            d["tune"] = {**d["tune"], "seeds": d["tune"]["seeds"][:1]}
         return Config.model_validate(d)
 
 
@@ -77,20 +85,21 @@ def summarise(cfg: Config, runs: list[dict]) -> list[dict]:
                "n_couplings": net.n_couplings, "n_parameters": net.n_parameters, "n_seeds": len(mine),
                "unconverged": sum(r["unconverged"] for r in mine),
                "mean_wall_s": float(np.mean([r["wall_s"] for r in mine]))}
-        for key in ("final_test_accuracy", "selected_test_accuracy", "final_train_accuracy"):
+        for j, key in enumerate(("final_test_accuracy", "selected_test_accuracy", "final_train_accuracy")):
             v = np.array([r[key] for r in mine], float)
             row[key] = {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
-                        "max": float(v.max())}
+                        "max": float(v.max()), "ci95": common.bootstrap_interval(v, key=3 * k + j)}
         rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
     def ms(r, key):
-        return f"{100 * r[key]['mean']:.1f} ± {100 * r[key]['std']:.1f}"
+        lo, hi = r[key]["ci95"]
+        return f"{100 * r[key]['mean']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
     return common.format_table(
-        ["lattice", "sites", "bonds", "parameters", "seeds", "final test % (mean ± std)", "min–max %",
+        ["lattice", "sites", "bonds", "parameters", "seeds", "final test % (mean [95 % CI])", "min–max %",
          "test % at selected epoch", "final train %", "s / seed"],
         [[r["label"], r["n_sites"], r["n_couplings"], r["n_parameters"], r["n_seeds"],
           ms(r, "final_test_accuracy"),
@@ -105,8 +114,8 @@ def plot(rows: list[dict], runs: list[dict], path: Path) -> Path:
     for key, name, shift, fmt in [("final_test_accuracy", "final test (mean over starts)", -0.15, "o-"),
                                   ("selected_test_accuracy", "test at the selected epoch", 0.15, "s--")]:
         m = np.array([r[key]["mean"] for r in rows])
-        s = np.array([r[key]["std"] for r in rows])
-        ax.errorbar(x + shift, m, yerr=s, fmt=fmt, capsize=4, label=f"{name}, mean ± std")
+        lohi = np.array([r[key]["ci95"] for r in rows], float).T
+        ax.errorbar(x + shift, m, yerr=np.abs(lohi - m), fmt=fmt, capsize=4, label=f"{name}, mean, 95 % CI")
     seeds_x = np.array([rows[r["lattice"]]["n_sites"] for r in runs], float) - 0.15
     ax.scatter(seeds_x, [r["final_test_accuracy"] for r in runs], s=10, c="0.5", zorder=0, label="final, per seed")
     for r, xi in zip(rows, x):
@@ -124,14 +133,21 @@ def run(cfg: Config, out_dir, progress: bool = True, workers: int = 1, engine=No
     ``out_dir/runs``, finished ones kept) and summarise the ``ok`` runs."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    chosen, tuned = {}, []
+    if cfg.tune is not None:
+        chosen, tuned = tuning.choose(cfg, cfg.tune, cfg.lattices, out_dir, engine, workers, progress)
     sweep = common.sweep_seeds(cfg, cfg.lattices, _one_seed, cfg.eval_starts, out_dir, engine, workers, progress,
-                               "iris runs")
+                               "iris runs", updates=chosen)
     sweep.check_groups([label(a) for a in cfg.lattices], "lattice")
     runs = sweep.ok
     rows = summarise(cfg, runs)
     plot(rows, runs, out_dir / "accuracy_vs_size.png")
     best = max(rows, key=lambda r: r["final_test_accuracy"]["mean"])
-    return common.finish(NAME, cfg, out_dir, table(rows), sweep, t0, summary=rows, runs=runs,
+    text = table(rows)
+    if tuned:
+        text = f"Tuning (validation only; seeds {cfg.tune.seeds}):\n\n{tuning.table(tuned, chosen)}\n\n{text}"
+    return common.finish(NAME, cfg, out_dir, text, sweep, t0, summary=rows, runs=runs, tuning=tuned,
+                         chosen=chosen,
                          best_lattice=best["label"],
                          best_mean_final_test_accuracy=best["final_test_accuracy"]["mean"],
                          figures=["accuracy_vs_size.png"])

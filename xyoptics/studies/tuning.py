@@ -1,0 +1,106 @@
+"""Hyperparameters chosen honestly: a grid trained on tuning seeds and judged by validation accuracy only.
+
+A study with a ``tune`` section first trains every combination of its ``grid`` (dotted ``TrainConfig`` paths,
+e.g. ``optimizer.lr: [0.01, 0.03]``) on the ``seeds`` listed there, on one of its architectures, and keeps the
+combination with the highest mean validation accuracy at the selected epoch (the first of equals). The test
+set is never read to choose. The reported runs then use the chosen values on their own seeds, which must not
+include a tuning seed. Tuning runs are ordinary study runs (``tune<c>_seed<s>``): they stream to the study
+folder and are skipped when the study is started again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import common
+from .engine import run_tasks
+
+
+class Tuning(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seeds: list[int] = Field(min_length=1, description="seeds trained for the choice (never reported)")
+    grid: dict[str, list[Any]] = Field(min_length=1, description="dotted TrainConfig path: values to try")
+    architecture: int = Field(default=0, ge=0, description="index of the study's architecture tuned on")
+
+    def combos(self) -> list[dict]:
+        """Every combination as nested TrainConfig updates, in grid order."""
+        keys = list(self.grid)
+        out = []
+        for values in itertools.product(*(self.grid[k] for k in keys)):
+            update: dict = {}
+            for key, value in zip(keys, values):
+                head, _, leaf = key.partition(".")
+                if leaf:
+                    update.setdefault(head, {})[leaf] = value
+                else:
+                    update[head] = value
+            out.append(update)
+        return out
+
+    def check(self, study: common.StudyConfig, architectures: list, reported_seeds: range) -> None:
+        """Every combination must build a config with a validation split; tuning seeds are never reported."""
+        if self.architecture >= len(architectures):
+            raise ValueError(f"tune.architecture {self.architecture} does not exist")
+        clash = sorted(set(self.seeds) & set(reported_seeds))
+        if clash:
+            raise ValueError(f"tune.seeds {clash} are also reported seeds; tune on other seeds")
+        for combo in self.combos():
+            cfg = study.train_config(architectures[self.architecture], self.seeds[0], **combo)
+            if cfg.validation_fraction == 0:
+                raise ValueError("tuning chooses on validation accuracy: set train.validation_fraction > 0")
+
+
+def _tune_run(task) -> dict:
+    """Train one combination on one seed (digital machine); runs in a worker process."""
+    from ..lab.build import digital_machine, prepare
+    from ..lab.trainer import Trainer
+
+    cfg, combo = task
+    t0 = time.perf_counter()
+    train_set, test_set, net = prepare(cfg)
+    summary = Trainer(cfg, digital_machine(cfg, net), train_set, test_set, None, progress=False).run().summary
+    common.ensure_finished(summary)
+    return {"combo": combo, "seed": cfg.seed, "validation_accuracy": summary["selected_validation_accuracy"],
+            "selected_epoch": summary["selected_epoch"], "wall_s": round(time.perf_counter() - t0, 3)}
+
+
+def choose(study: common.StudyConfig, tuning: Tuning, architectures: list, out_dir, engine=None, workers: int = 1,
+           progress: bool = True) -> tuple[dict, list[dict]]:
+    """Run the grid and return (the chosen updates, one row per combination with its mean validation accuracy
+    and 95 % bootstrap interval)."""
+    combos = tuning.combos()
+    arch = architectures[tuning.architecture]
+    tasks = {f"tune{c}_seed{s}": (study.train_config(arch, s, **combo), c)
+             for c, combo in enumerate(combos) for s in tuning.seeds}
+    sweep = run_tasks(_tune_run, tasks, study.model_dump(mode="json"), out_dir, engine, workers, progress, "tuning",
+                      study=type(study).__module__.rpartition(".")[2])
+    sweep.check_groups([f"combination {c}" for c in range(len(combos))], "combo")
+    rows = []
+    for c, combo in enumerate(combos):
+        acc = [r["validation_accuracy"] for r in sweep.ok if r["combo"] == c]
+        rows.append({"combo": c, "updates": combo, "n_seeds": len(acc), "mean_validation_accuracy": float(np.mean(acc)),
+                     "ci95": common.bootstrap_interval(acc, key=1000 + c)})
+    best = max(rows, key=lambda r: (r["mean_validation_accuracy"], -r["combo"]))
+    return combos[best["combo"]], rows
+
+
+def describe(update: dict) -> str:
+    """``{"optimizer": {"lr": 0.1}}`` as ``optimizer.lr=0.1``."""
+    parts = []
+    for key, value in update.items():
+        parts += [f"{key}.{leaf}={v}" for leaf, v in value.items()] if isinstance(value, dict) else [f"{key}={value}"]
+    return ", ".join(parts)
+
+
+def table(rows: list[dict], chosen: dict) -> str:
+    return common.format_table(
+        ["settings", "seeds", "validation accuracy % [95 % CI]", "chosen"],
+        [[describe(r["updates"]), r["n_seeds"], f"{100 * r['mean_validation_accuracy']:.1f} "
+          f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]", "yes" if r["updates"] == chosen else ""]
+         for r in rows])
