@@ -164,11 +164,11 @@ def test_tuning_grid_and_its_guards():
     assert describe(t.combos()[1]) == "ep.beta=0.3, optimizer.lr=0.01, epochs=5"
     study = smoke(iris_size)
     with pytest.raises(ValueError, match="also reported seeds"):
-        Tuning(seeds=[study.first_seed], grid={"ep.beta": [0.1]}).check(study, study.lattices,
-                                                                          range(study.first_seed, 99))
+        Tuning(seeds=[study.first_seed], grid={"ep.beta": [0.1]}).check(study.tuned_config,
+                                                                        range(study.first_seed, 99))
     no_split = study.model_copy(update={"train": {**study.train, "validation_fraction": 0.0}})
     with pytest.raises(ValueError, match="validation_fraction"):
-        Tuning(seeds=[0], grid={"ep.beta": [0.1]}).check(no_split, study.lattices, range(5, 7))
+        Tuning(seeds=[0], grid={"ep.beta": [0.1]}).check(no_split.tuned_config, range(5, 7))
 
 
 @pytest.mark.parametrize("name", [s for s in STUDIES if s != "mnist_local"])

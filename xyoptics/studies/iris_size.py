@@ -44,8 +44,14 @@ class Config(common.StudyConfig):
     def _check(self):
         self.check_train("iris", self.lattices)
         if self.tune is not None:
-            self.tune.check(self, self.lattices, range(self.first_seed, self.first_seed + self.seeds))
+            if self.tune.architecture >= len(self.lattices):
+                raise ValueError(f"tune.architecture {self.tune.architecture} is not a lattice index")
+            self.tune.check(self.tuned_config, range(self.first_seed, self.first_seed + self.seeds))
         return self
+
+    def tuned_config(self, seed: int, updates: dict):
+        """A tuning run's config: the tuned lattice with ``updates``."""
+        return self.train_config(self.lattices[self.tune.architecture], seed, **updates)
 
     def smoke(self) -> Config:
         """The first two lattices, two seeds, two epochs, two starts per test flower."""
@@ -135,7 +141,7 @@ def run(cfg: Config, out_dir, progress: bool = True, workers: int = 1, engine=No
     out_dir = Path(out_dir)
     chosen, tuned = {}, []
     if cfg.tune is not None:
-        chosen, tuned = tuning.choose(cfg, cfg.tune, cfg.lattices, out_dir, engine, workers, progress)
+        chosen, tuned = tuning.choose(cfg, cfg.tune, cfg.tuned_config, out_dir, engine, workers, progress)
     sweep = common.sweep_seeds(cfg, cfg.lattices, _one_seed, cfg.eval_starts, out_dir, engine, workers, progress,
                                "iris runs", updates=chosen)
     sweep.check_groups([label(a) for a in cfg.lattices], "lattice")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,8 @@ class Tuning(BaseModel):
 
     seeds: list[int] = Field(min_length=1, description="seeds trained for the choice (never reported)")
     grid: dict[str, list[Any]] = Field(min_length=1, description="dotted TrainConfig path: values to try")
-    architecture: int = Field(default=0, ge=0, description="index of the study's architecture tuned on")
+    architecture: int = Field(default=0, ge=0, description="index of the study's architecture tuned on (where a "
+                              "study has several)")
 
     def combos(self) -> list[dict]:
         """Every combination as nested TrainConfig updates, in grid order."""
@@ -43,15 +45,14 @@ class Tuning(BaseModel):
             out.append(update)
         return out
 
-    def check(self, study: common.StudyConfig, architectures: list, reported_seeds: range) -> None:
-        """Every combination must build a config with a validation split; tuning seeds are never reported."""
-        if self.architecture >= len(architectures):
-            raise ValueError(f"tune.architecture {self.architecture} does not exist")
+    def check(self, config_for: Callable, reported_seeds: range) -> None:
+        """Every combination must build a config (``config_for(seed, updates)``) with a validation split;
+        tuning seeds are never reported."""
         clash = sorted(set(self.seeds) & set(reported_seeds))
         if clash:
             raise ValueError(f"tune.seeds {clash} are also reported seeds; tune on other seeds")
         for combo in self.combos():
-            cfg = study.train_config(architectures[self.architecture], self.seeds[0], **combo)
+            cfg = config_for(self.seeds[0], combo)
             if cfg.validation_fraction == 0:
                 raise ValueError("tuning chooses on validation accuracy: set train.validation_fraction > 0")
 
@@ -70,14 +71,13 @@ def _tune_run(task) -> dict:
             "selected_epoch": summary["selected_epoch"], "wall_s": round(time.perf_counter() - t0, 3)}
 
 
-def choose(study: common.StudyConfig, tuning: Tuning, architectures: list, out_dir, engine=None, workers: int = 1,
-           progress: bool = True) -> tuple[dict, list[dict]]:
-    """Run the grid and return (the chosen updates, one row per combination with its mean validation accuracy
-    and 95 % bootstrap interval)."""
+def choose(study: common.StudyConfig, tuning: Tuning, config_for: Callable, out_dir, engine=None, workers: int = 1,
+           progress: bool = True, prefix: str = "tune") -> tuple[dict, list[dict]]:
+    """Run the grid (``config_for(seed, updates)`` builds each run's config; runs ``<prefix><c>_seed<s>`` in
+    ``study``'s folder) and return (the chosen updates, one row per combination with its mean validation
+    accuracy and 95 % bootstrap interval)."""
     combos = tuning.combos()
-    arch = architectures[tuning.architecture]
-    tasks = {f"tune{c}_seed{s}": (study.train_config(arch, s, **combo), c)
-             for c, combo in enumerate(combos) for s in tuning.seeds}
+    tasks = {f"{prefix}{c}_seed{s}": (config_for(s, combo), c) for c, combo in enumerate(combos) for s in tuning.seeds}
     sweep = run_tasks(_tune_run, tasks, study.model_dump(mode="json"), out_dir, engine, workers, progress, "tuning",
                       study=type(study).__module__.rpartition(".")[2])
     sweep.check_groups([f"combination {c}" for c in range(len(combos))], "combo")
