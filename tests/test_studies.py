@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from xyoptics.config import ConfigError, load_yaml_model
-from xyoptics.studies import STUDIES, common, iris_size, nudge_costs, regions, skip_control, xor_size, xor_success
+from xyoptics.studies import (STUDIES, common, iris_size, nudge_costs, regions, replicate, skip_control, xor_size,
+                              xor_success)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "studies"
 
@@ -93,6 +94,33 @@ def test_nudge_costs_smoke_trains_digitally_and_through_the_calibrated_rig(tmp_p
     assert len({c.model_dump_json(exclude={"ep"}) for c in configs}) == 1
 
 
+def test_replicate_tunes_on_validation_then_reports_other_seeds(tmp_path, capsys):
+    cfg = replicate.Config.model_validate({
+        "seeds": 3, "first_seed": 0,
+        "train": {"task": "iris", "ep": {"beta": 0.3, "cost": "log_cosine"}, "optimizer": {"kind": "adam", "lr": 0.03},
+                  "batch_size": 15, "epochs": 3, "eval_every": 1, "validation_fraction": 0.2, "eval_starts": 2},
+        "runs": [{"label": "a2a", "overrides": {"architecture": {"kind": "all_to_all", "hidden": 2}},
+                  "tune": {"seeds": [50], "grid": {"optimizer.lr": [0.003, 0.1]}}},
+                 {"label": "lattice",
+                  "overrides": {"architecture": {"kind": "square_lattice", "rows": 3, "cols": 4}}}]})
+    res = replicate.run(cfg, tmp_path, progress=False)
+    on_disk = written(tmp_path, res)
+    assert "Tuning of a2a (validation only)" in capsys.readouterr().out
+    (tuned,) = on_disk["tuning"]
+    best = max(tuned["rows"], key=lambda r: r["mean_validation_accuracy"])
+    assert tuned["chosen"] == best["updates"] == on_disk["summary"][0]["chosen"]
+    assert on_disk["summary"][1]["chosen"] == {}
+    assert sorted({r["seed"] for r in res["runs"]}) == [0, 1, 2] and len(res["runs"]) == 6
+    lr = best["updates"]["optimizer"]["lr"]
+    assert all(json.loads((tmp_path / "runs" / f"a2a_seed{s}.json").read_text())["status"] == "ok" for s in range(3))
+    assert cfg.entry_config(0, 0, best["updates"]).optimizer.lr == lr
+    for row in on_disk["summary"]:
+        sel = row["selected_test_accuracy"]
+        assert 0 <= sel["ci95"][0] <= sel["mean"] <= sel["ci95"][1] <= 1
+    with pytest.raises(ValueError, match="validation_fraction"):
+        replicate.Config.model_validate({**cfg.model_dump(), "train": {**cfg.train, "validation_fraction": 0.0}})
+
+
 def test_decay_length_of_known_profiles():
     d = np.arange(12)
     assert np.isclose(skip_control.decay_length(3.0 * np.exp(-d / 2.0)), 2.0)
@@ -174,10 +202,10 @@ def test_tuning_grid_and_its_guards():
 @pytest.mark.parametrize("name", [s for s in STUDIES if s != "mnist_local"])
 def test_shipped_configs_validate(name):
     module = {"xor_success": xor_success, "xor_size": xor_size, "skip_control": skip_control, "regions": regions,
-              "iris_size": iris_size, "nudge_costs": nudge_costs}[name]
-    cfg = load_yaml_model(CONFIGS / f"{name}.yaml", module.Config)
+              "iris_size": iris_size, "nudge_costs": nudge_costs, "replicate": replicate}[name]
+    cfg = load_yaml_model(CONFIGS / {"replicate": "digits.yaml"}.get(name, f"{name}.yaml"), module.Config)
     assert cfg.seeds >= {"xor_success": 50, "xor_size": 100, "skip_control": 20, "regions": 1, "iris_size": 5,
-                         "nudge_costs": 20}[name]
+                         "nudge_costs": 20, "replicate": 20}[name]
 
 
 def test_typos_are_rejected(tmp_path):

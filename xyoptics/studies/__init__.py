@@ -7,6 +7,7 @@
 * ``skip_control``: skip length on 8x8 and 10x10 lattices with a fixed bond count, against a control whose skips
   never shorten the input-output distance; success rate and nudge-response range.
 * ``nudge_costs``: log-cosine, cosine and adaptive nudges on the same seeds, digitally and through the rig.
+* ``replicate``: training configs over many seeds, each tuned on validation first (digits, MNIST), with intervals.
 * ``regions``: how "affected" and "marginal" regions of a lattice form during XOR training.
 * ``iris_size``: Iris test accuracy against the size of a square lattice.
 * ``mnist_local``: MNIST with locally connected and CNN-like hidden layers against a dense layered baseline.
@@ -18,4 +19,5 @@ PNG figures) and ``main(argv)``. ``common.run_main(name, argv)`` is the shared c
 ends and a study started again skips the runs recorded ``ok`` (``records``).
 """
 
-STUDIES = ("xor_success", "xor_size", "skip_control", "nudge_costs", "regions", "iris_size", "mnist_local")
+STUDIES = ("xor_success", "xor_size", "skip_control", "nudge_costs", "replicate", "regions", "iris_size",
+           "mnist_local")

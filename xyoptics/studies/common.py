@@ -79,6 +79,19 @@ def rng_for(*keys: int) -> np.random.Generator:
 
 
 # ---- runs ----------------------------------------------------------------------------------------------
+def train_digital(cfg: TrainConfig):
+    """Train ``cfg`` on its digital machine (no run folder); a run stopped by a signal raises ``RunInterrupted``.
+    Returns (RunResult, machine, train set, test set)."""
+    from ..lab.build import digital_machine, prepare
+    from ..lab.trainer import Trainer
+
+    train_set, test_set, net = prepare(cfg)
+    machine = digital_machine(cfg, net)
+    result = Trainer(cfg, machine, train_set, test_set, None, progress=False).run()
+    ensure_finished(result.summary)
+    return result, machine, train_set, test_set
+
+
 def train_and_recheck(cfg: TrainConfig, split: str, starts: int, rng: np.random.Generator,
                       lowest_energy: bool = False):
     """Train ``cfg`` (digital machine, no run folder), then classify every sample of the ``split`` ("train" or
@@ -86,13 +99,9 @@ def train_and_recheck(cfg: TrainConfig, split: str, starts: int, rng: np.random.
     ``Evaluation``: over all samples x starts, or with ``lowest_energy`` one prediction per sample from its
     lowest-energy start (``lab.evaluation.evaluate``)."""
     from ..core.costs import make_cost
-    from ..lab.build import digital_machine, prepare
-    from ..lab.trainer import Trainer, evaluate
+    from ..lab.trainer import evaluate
 
-    train_set, test_set, net = prepare(cfg)
-    machine = digital_machine(cfg, net)
-    result = Trainer(cfg, machine, train_set, test_set, None, progress=False).run()
-    ensure_finished(result.summary)
+    result, machine, train_set, test_set = train_digital(cfg)
     data = train_set if split == "train" else test_set
     cost = make_cost(cfg.ep.cost)
     if lowest_energy:

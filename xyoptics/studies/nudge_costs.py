@@ -94,11 +94,7 @@ def _one_run(task) -> dict:
     cfg, (cell, nudge, machine, rig, calibration, folder) = task
     t0 = time.perf_counter()
     if machine == "digital":
-        from ..lab.build import digital_machine, prepare
-        from ..lab.trainer import Trainer
-
-        train_set, test_set, net = prepare(cfg)
-        summary = Trainer(cfg, digital_machine(cfg, net), train_set, test_set, None, progress=False).run().summary
+        summary = common.train_digital(cfg)[0].summary
     else:
         from ..lab.session import run_session
 

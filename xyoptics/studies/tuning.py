@@ -59,14 +59,9 @@ class Tuning(BaseModel):
 
 def _tune_run(task) -> dict:
     """Train one combination on one seed (digital machine); runs in a worker process."""
-    from ..lab.build import digital_machine, prepare
-    from ..lab.trainer import Trainer
-
     cfg, combo = task
     t0 = time.perf_counter()
-    train_set, test_set, net = prepare(cfg)
-    summary = Trainer(cfg, digital_machine(cfg, net), train_set, test_set, None, progress=False).run().summary
-    common.ensure_finished(summary)
+    summary = common.train_digital(cfg)[0].summary
     return {"combo": combo, "seed": cfg.seed, "validation_accuracy": summary["selected_validation_accuracy"],
             "selected_epoch": summary["selected_epoch"], "wall_s": round(time.perf_counter() - t0, 3)}
 
