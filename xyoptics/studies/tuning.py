@@ -2,8 +2,8 @@
 
 A study with a ``tune`` section first trains every combination of its ``grid`` (dotted ``TrainConfig`` paths,
 e.g. ``optimizer.lr: [0.01, 0.03]``) on the ``seeds`` listed there, on one of its architectures, and keeps the
-combination with the highest mean validation accuracy at the selected epoch (the first of equals). The test
-set is never read to choose. The reported runs then use the chosen values on their own seeds, which must not
+combination with the highest mean validation accuracy at the selected epoch (the first of equals); ``budget``
+may shorten the tuning runs alike (e.g. fewer epochs). The test set is never read to choose. The reported runs then use the chosen values on their own seeds, which must not
 include a tuning seed. Tuning runs are ordinary study runs (``tune<c>_seed<s>``): they stream to the study
 folder and are skipped when the study is started again.
 """
@@ -29,6 +29,8 @@ class Tuning(BaseModel):
     grid: dict[str, list[Any]] = Field(min_length=1, description="dotted TrainConfig path: values to try")
     architecture: int = Field(default=0, ge=0, description="index of the study's architecture tuned on (where a "
                               "study has several)")
+    budget: dict[str, Any] = Field(default_factory=dict, description=(
+        "TrainConfig updates for the tuning runs only, e.g. {epochs: 3}: the same budget for every combination"))
 
     def combos(self) -> list[dict]:
         """Every combination as nested TrainConfig updates, in grid order."""
@@ -52,7 +54,7 @@ class Tuning(BaseModel):
         if clash:
             raise ValueError(f"tune.seeds {clash} are also reported seeds; tune on other seeds")
         for combo in self.combos():
-            cfg = config_for(self.seeds[0], combo)
+            cfg = config_for(self.seeds[0], common.merged(self.budget, **combo))
             if cfg.validation_fraction == 0:
                 raise ValueError("tuning chooses on validation accuracy: set train.validation_fraction > 0")
 
@@ -72,7 +74,8 @@ def choose(study: common.StudyConfig, tuning: Tuning, config_for: Callable, out_
     ``study``'s folder) and return (the chosen updates, one row per combination with its mean validation
     accuracy and 95 % bootstrap interval)."""
     combos = tuning.combos()
-    tasks = {f"{prefix}{c}_seed{s}": (config_for(s, combo), c) for c, combo in enumerate(combos) for s in tuning.seeds}
+    tasks = {f"{prefix}{c}_seed{s}": (config_for(s, common.merged(tuning.budget, **combo)), c)
+             for c, combo in enumerate(combos) for s in tuning.seeds}
     sweep = run_tasks(_tune_run, tasks, study.model_dump(mode="json"), out_dir, engine, workers, progress, "tuning",
                       study=type(study).__module__.rpartition(".")[2])
     sweep.check_groups([f"combination {c}" for c in range(len(combos))], "combo")
