@@ -1,5 +1,5 @@
 """The import graph is layered and acyclic: core <- data, hil, analysis, config <- drivers <- calibration <- lab
-<- studies <- cli. Imports are read with ``ast``, so nothing is executed.
+<- studies, monitor <- cli. Imports are read with ``ast``, so nothing is executed.
 
 The package facade (``xyoptics/__init__.py``) sits just above core: it imports core eagerly, and names from
 higher layers only lazily, by string, when first asked for (PEP 562), so any layer may import ``__version__``."""
@@ -21,7 +21,7 @@ LAYERS = {
     "drivers": 2,
     "calibration": 3,
     "xyoptics.lab": 4,
-    "xyoptics.studies": 5,
+    "xyoptics.studies": 5, "xyoptics.monitor": 5,
     "xyoptics.cli": 6,
 }
 

@@ -197,8 +197,12 @@ def test_sigterm_stops_a_study_and_records_the_run_in_flight(tmp_path):
         time.sleep(1.0)
         while proc.poll() is None and time.monotonic() < deadline:  # again until one lands in the training
             proc.send_signal(signal.SIGTERM)
-            time.sleep(1.0)
-        _, err = proc.communicate(timeout=10)
+            landed = time.monotonic() + 3.0
+            while proc.poll() is None and not list(out.glob("runs/*.json")) and time.monotonic() < landed:
+                time.sleep(0.1)
+            if list(out.glob("runs/*.json")):  # recorded: the study is stopping; another signal would kill it
+                break
+        _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 130, err

@@ -1,6 +1,7 @@
 """Command line: ``xyoptics train CONFIG.yaml [--machine digital|simulated|RIG.yaml] [--out RUN_DIR]``,
-``xyoptics train --resume RUN_DIR``, ``xyoptics study NAME CONFIG --out DIR [--engine local|ray]``,
-``xyoptics rig check RIG.yaml``, ``xyoptics data fetch mnist --dest DIR``, ``xyoptics --version``.
+``xyoptics train --resume RUN_DIR``, ``xyoptics monitor RUN_DIR``, ``xyoptics study NAME CONFIG --out DIR
+[--engine local|ray]``, ``xyoptics rig check RIG.yaml``, ``xyoptics data fetch mnist --dest DIR``,
+``xyoptics --version``.
 
 Exit codes: 0 done; 1 the work ran and failed (a training run, a calibration, the rig's self-test, a device);
 2 a user or environment error, reported as one ``error: ...`` line on stderr before any work (a bad command
@@ -45,6 +46,7 @@ def _train(args) -> int:
         cfg = load_config(args.config)  # fails before any work
         out = Path(args.out) if args.out else \
             Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    monitor = _start_monitor(out) if args.monitor else None
     try:
         result = run_session(cfg, out, machine=args.machine, calibration=args.calibration, trust=args.trust,
                              progress=not args.quiet, resume=bool(args.resume), init_from=args.init_from,
@@ -59,11 +61,48 @@ def _train(args) -> int:
     except KeyboardInterrupt:
         print(f"interrupted; partial results saved in {out}", file=sys.stderr)
         return 130
+    finally:
+        if monitor is not None:
+            monitor.stop()
+            replay = f"; replay the run with: xyoptics monitor {out}" if out.is_dir() else ""
+            print(f"monitor stopped{replay}", file=sys.stderr)
     print(json.dumps(result.summary, indent=2))
     print(f"run folder: {out}")
     if result.summary["status"].startswith("stopped"):
         print(f"stopped safely; continue with: xyoptics train --resume {out}", file=sys.stderr)
         return 130
+    return 0
+
+
+def _start_monitor(run: Path, host: str = "127.0.0.1", port: int | None = None, browser: bool = False):
+    """Serve the monitor page of ``run`` (xyoptics.monitor) and print its address and stop token."""
+    from .monitor.server import MonitorServer
+
+    try:
+        server = MonitorServer(run, host, port).start()
+    except OSError as exc:
+        raise UserError(f"the monitor cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    print(f"monitor of {run}: {server.url}  (viewing needs nothing; stopping the run from the page needs the "
+          f"token {server.token})", file=sys.stderr, flush=True)
+    if browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    return server
+
+
+def _monitor(args) -> int:
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run} is no folder; give the run folder of an xyoptics train run")
+    server = _start_monitor(run, args.host, args.port, browser=not args.no_browser)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("monitor stopped", file=sys.stderr)
+    finally:
+        server.stop()
     return 0
 
 
@@ -205,7 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", metavar="RUN_DIR",
                    help="start a new run from the parameters of that run's newest good checkpoint")
     p.add_argument("--site", metavar="FILE", help=SITE_HELP)
+    p.add_argument("--monitor", action="store_true",
+                   help="serve a live monitor page of the run on 127.0.0.1 (address and stop token printed)")
     p.set_defaults(func=_train)
+    m = sub.add_parser("monitor", help="follow a run live in the browser, or replay a finished one")
+    m.add_argument("run_dir", metavar="RUN_DIR", help="the run folder")
+    m.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    m.add_argument("--port", type=int, help="port (default 5006, or a free one when that is taken)")
+    m.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    m.set_defaults(func=_monitor)
     cal = sub.add_parser("calibrate", help="calibrate an optical rig through its SLM and camera")
     cal.add_argument("rig", help="rig config (YAML), or 'simulated'")
     cal.add_argument("--out", required=True, help="calibration folder (the store)")

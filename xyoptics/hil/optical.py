@@ -75,6 +75,8 @@ class OpticalXYMachine:
         self.min_modulation = min_modulation
         self.saturation = 2 ** camera.bitdepth - 1
         self.frames_read = 0
+        self.last_frame: np.ndarray | None = None  # the latest camera frame, whole (for a live monitor)
+        self.last_spot_phases: np.ndarray | None = None  # the raw phase read at each spot in use, latest readout
         self.use_calibration(calibration, settle_time_s)
 
     def use_calibration(self, calibration: Calibration, settle_time_s: float | None = None) -> None:
@@ -123,6 +125,7 @@ class OpticalXYMachine:
             frame = self.camera.get_image()
         except (TimeoutError, OSError, RuntimeError) as exc:
             raise DeviceFault(f"camera {self.camera.name!r}: {exc}") from exc
+        self.last_frame = frame
         return self.patches.gather(frame)
 
     def park(self) -> None:
@@ -156,6 +159,7 @@ class OpticalXYMachine:
             est = pooled_phase_shifting(values, np.asarray(steps), self.patches, self.layout.carrier)
         else:
             est = off_axis_patches(values[0], self.layout.carrier, self.patches)
+        self.last_spot_phases = est.theta
         return est, saturated, clipped
 
     def read_clamped(self, phases: np.ndarray) -> tuple[PhaseEstimate, np.ndarray]:

@@ -13,6 +13,9 @@
 Whatever ends the run -- completion, SIGINT / SIGTERM, a device fault, an error -- the shutter is closed, the
 laser output switched off and the SLM blanked, and ``summary.json`` records what the instruments reported.
 
+While a monitor watches (``xyoptics monitor``), the trainer publishes live data into ``live/`` and takes the
+monitor's stop requests there (``live``).
+
 Run-folder records: ``session.json`` (machine, calibration folder, trusted modules, sha256 of ``config.yaml``
 and ``rig.yaml`` in ``files``, ``init_from`` where the run started from another's parameters; one entry per
 session in ``sessions``), ``rig.yaml`` (the validated rig config), ``calibration.json`` (files used: path,
@@ -34,6 +37,7 @@ from ..core.files import read_json, sha256_file, write_json_atomic, write_text_a
 from ..core.network import XYNetwork
 from ..hil.site import load_site
 from .build import digital_machine, prepare
+from .live import LivePublisher
 from .preflight import HASHED, Plan, check_init_params, config_text, plan_new, plan_resume, rig_text
 from .trainer import RunResult, Trainer
 
@@ -122,9 +126,11 @@ def run_session(cfg: TrainConfig | None, out: str | Path, *, machine: str = "dig
         print(f"note: {note}", file=sys.stderr)
     session["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume": resume})
 
-    def fit(xy_machine, before_step=None) -> RunResult:
+    def fit(xy_machine, instruments=None) -> RunResult:
+        live = LivePublisher(out, instrument_state=instruments.snapshot if instruments is not None else None)
         return Trainer(cfg, xy_machine, train_set, test_set, out, resume=plan.point or False, progress=progress,
-                       before_step=before_step, on_step=on_step, init_params=plan.init_params).run()
+                       before_step=instruments.check if instruments is not None else None, on_step=on_step,
+                       init_params=plan.init_params, live=live).run()
 
     if not optical:
         _start_folder(out, plan)
@@ -172,7 +178,7 @@ def _optical_session(out: Path, plan: Plan, net, site_limits, fit) -> RunResult:
         snapshots.append({"rig": rig.name, **_device_snapshot(machine), **instruments.snapshot()})
         write_json_atomic(out / "rig_snapshot.json", snapshots)
         try:
-            result = fit(machine, before_step=instruments.check)
+            result = fit(machine, instruments)
         except BaseException:
             _park(instruments, machine, out)
             raise

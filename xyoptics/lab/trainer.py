@@ -94,17 +94,18 @@ class Trainer:
     """One training run of ``cfg`` on ``machine``, resumable from its run folder ``out_dir``.
 
     ``before_step()`` runs before every EP step (an instrument check, raising ``DeviceFault`` on trouble);
-    ``on_step(state)`` after every completed step, with the committed ``TrainState``. ``resume``: True (the
-    newest good checkpoint of ``out_dir``) or a ``ResumePoint`` already verified; ``init_params``: start a new
-    run from these parameters instead of a random draw."""
+    ``on_step(state)`` after every completed step, with the committed ``TrainState``; ``live`` (a
+    ``live.LivePublisher``) after that, with the trainer, the step's estimate and the stop request: a monitor's
+    live data and safe stop. ``resume``: True (the newest good checkpoint of ``out_dir``) or a ``ResumePoint``
+    already verified; ``init_params``: start a new run from these parameters instead of a random draw."""
 
     def __init__(self, cfg: TrainConfig, machine: XYMachine, train_set: Dataset, test_set: Dataset,
                  out_dir: Path | None, *, resume: bool | ResumePoint = False, progress: bool = True,
-                 before_step=None, on_step=None, init_params: Params | None = None):
+                 before_step=None, on_step=None, init_params: Params | None = None, live=None):
         self.cfg, self.machine, self.net = cfg, machine, machine.network
         train_set, self.validation_set = split_validation(train_set, cfg.validation_fraction, cfg.seed)
         self.train_set, self.test_set, self.out_dir = train_set, test_set, out_dir
-        self.progress, self.before_step, self.on_step = progress, before_step, on_step
+        self.progress, self.before_step, self.on_step, self.live = progress, before_step, on_step, live
         seeds = np.random.SeedSequence(cfg.seed).spawn(len(RNG_NAMES))
         self.rngs = {name: np.random.default_rng(s) for name, s in zip(RNG_NAMES, seeds)}
         self.optimizer = build_optimizer(cfg)
@@ -265,6 +266,8 @@ class Trainer:
             bar.update(1)
             if self.on_step is not None:
                 self.on_step(s)
+            if self.live is not None:
+                self.live.after_step(self, est, stop)
             if s.step % self.cfg.session.checkpoint_every == 0:
                 self.checkpoint()
             if stop.requested:
