@@ -81,7 +81,7 @@ def _start_monitor(run: Path, host: str = "127.0.0.1", port: int | None = None, 
     try:
         server = MonitorServer(run, host, port).start()
     except OSError as exc:
-        raise UserError(f"the monitor cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise UserError(f"the monitor cannot listen on {host}:{port or 'any port'}: {exc.strerror or exc}") from None
     print(f"monitor of {run}: {server.url}  (viewing needs nothing; stopping the run from the page needs the "
           f"token {server.token})", file=sys.stderr, flush=True)
     if browser:
