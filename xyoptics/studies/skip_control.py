@@ -154,7 +154,8 @@ def summarise(cfg: Config, runs: list[dict]) -> list[dict]:
         wins = sum(r["success"] for r in mine)
         rows.append({"network": k, **desc, "architecture": arch, "n_couplings": net.n_couplings,
                      "io_distance": [int(v) for v in io.ravel()], "n_seeds": len(mine), "successes": wins,
-                     "reached": sum(r.get("reached", False) for r in mine),
+                     "reached": (sum(r["reached"] for r in mine)  # None: runs recorded before it was measured
+                                 if all("reached" in r for r in mine) else None),
                      "success_rate": wins / max(len(mine), 1), "ci95": common.wilson_interval(wins, len(mine)),
                      "strict_accuracy": _mean_ci([r["strict_accuracy"] for r in mine], 3 * k),
                      "xi_initial": _mean_ci([r["xi_initial"] for r in mine], 3 * k + 1),
@@ -177,7 +178,7 @@ def table(rows: list[dict]) -> str:
          "strict accuracy %", "xi initial", "xi trained", "input reach (median)"],
         [[r["lattice"], r["kind"], r["length"], r["n_couplings"], "/".join(map(str, r["io_distance"])),
           f"{r['successes']}/{r['n_seeds']} = {pct(r['success_rate'], 0)} [{pct(r['ci95'][0], 0)}, "
-          f"{pct(r['ci95'][1], 0)}]", f"{r['reached']}/{r['n_seeds']}", ci(r["strict_accuracy"], 1, 100),
+          f"{pct(r['ci95'][1], 0)}]", "—" if r["reached"] is None else f"{r['reached']}/{r['n_seeds']}", ci(r["strict_accuracy"], 1, 100),
           ci(r["xi_initial"]), ci(r["xi_trained"]),
           f"{r['reach_trained_median']:.2g}"] for r in rows])
 
