@@ -178,7 +178,8 @@ def table(rows: list[dict]) -> str:
          "strict accuracy %", "xi initial", "xi trained", "input reach (median)"],
         [[r["lattice"], r["kind"], r["length"], r["n_couplings"], "/".join(map(str, r["io_distance"])),
           f"{r['successes']}/{r['n_seeds']} = {pct(r['success_rate'], 0)} [{pct(r['ci95'][0], 0)}, "
-          f"{pct(r['ci95'][1], 0)}]", "—" if r["reached"] is None else f"{r['reached']}/{r['n_seeds']}", ci(r["strict_accuracy"], 1, 100),
+          f"{pct(r['ci95'][1], 0)}]", "—" if r["reached"] is None else f"{r['reached']}/{r['n_seeds']}",
+          ci(r["strict_accuracy"], 1, 100),
           ci(r["xi_initial"]), ci(r["xi_trained"]),
           f"{r['reach_trained_median']:.2g}"] for r in rows])
 
