@@ -103,15 +103,25 @@ def test_replicate_tunes_on_validation_then_reports_other_seeds(tmp_path, capsys
         "runs": [{"label": "a2a", "overrides": {"architecture": {"kind": "all_to_all", "hidden": 2}},
                   "tune": {"seeds": [50], "budget": {"epochs": 2}, "grid": {"optimizer.lr": [0.003, 0.1]}}},
                  {"label": "lattice",
-                  "overrides": {"architecture": {"kind": "square_lattice", "rows": 3, "cols": 4}}}]})
+                  "overrides": {"architecture": {"kind": "square_lattice", "rows": 3, "cols": 4}}},
+                 {"label": "lattice-tuned",
+                  "overrides": {"architecture": {"kind": "square_lattice", "rows": 3, "cols": 4}},
+                  "tune": {"seeds": [51], "budget": {"epochs": 1}, "grid": {"ep.beta": [0.1, 0.5]}}}]})
     res = replicate.run(cfg, tmp_path, progress=False)
     on_disk = written(tmp_path, res)
     assert "Tuning of a2a (validation only)" in capsys.readouterr().out
-    (tuned,) = on_disk["tuning"]
+    tuned, tuned_lattice = on_disk["tuning"]
     best = max(tuned["rows"], key=lambda r: r["mean_validation_accuracy"])
     assert tuned["chosen"] == best["updates"] == on_disk["summary"][0]["chosen"]
     assert on_disk["summary"][1]["chosen"] == {}
-    assert sorted({r["seed"] for r in res["runs"]}) == [0, 1, 2] and len(res["runs"]) == 6
+    # the second grid (tuned in the same pool) is judged on its own runs only
+    lattice_runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").glob("lattice-tuned_tune*.json"))]
+    assert [r["seed"] for r in lattice_runs] == [51, 51]
+    assert [row["mean_validation_accuracy"] for row in tuned_lattice["rows"]] == [
+        r["validation_accuracy"] for r in lattice_runs]
+    assert on_disk["summary"][2]["chosen"] == tuned_lattice["chosen"] == max(
+        tuned_lattice["rows"], key=lambda r: (r["mean_validation_accuracy"], -r["combo"]))["updates"]
+    assert sorted({r["seed"] for r in res["runs"]}) == [0, 1, 2] and len(res["runs"]) == 9
     lr = best["updates"]["optimizer"]["lr"]
     assert all(json.loads((tmp_path / "runs" / f"a2a_seed{s}.json").read_text())["status"] == "ok" for s in range(3))
     assert cfg.entry_config(0, 0, best["updates"]).optimizer.lr == lr

@@ -129,17 +129,20 @@ def plot(rows: list[dict], path: Path) -> Path:
 def run(cfg: Config, out_dir, progress: bool = True, workers: int = 1, engine=None) -> dict:
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    chosen, tuned = [], []
-    for k, entry in enumerate(cfg.runs):
-        if entry.tune is None:
-            chosen.append({})
-            continue
-        best, rows = tuning.choose(cfg, entry.tune, lambda seed, updates, k=k: cfg.entry_config(k, seed, updates),
-                                   out_dir, engine, workers, progress, prefix=f"{entry.label}_tune")
-        chosen.append(best)
+    grids = [(k, entry) for k, entry in enumerate(cfg.runs) if entry.tune is not None]
+    choices = tuning.choose_each(cfg, [(entry.tune, lambda seed, updates, k=k: cfg.entry_config(k, seed, updates),
+                                        f"{entry.label}_tune") for k, entry in grids],
+                                 out_dir, engine, workers, progress)
+    chosen = [{} for _ in cfg.runs]
+    tuned = []
+    for (k, entry), (best, rows) in zip(grids, choices):
+        chosen[k] = best
         tuned.append({"label": entry.label, "rows": rows, "chosen": best})
-    tasks = {f"{e.label}_seed{s}": (cfg.entry_config(k, s, chosen[k]), k)
-             for k, e in enumerate(cfg.runs) for s in range(cfg.first_seed, cfg.first_seed + cfg.seeds)}
+    # the entries whose tuning runs took longest start first, so that two workers end close together
+    tuning_s = {k: max(row["mean_wall_s"] for row in rows) for (k, _), (_, rows) in zip(grids, choices)}
+    order = sorted(range(len(cfg.runs)), key=lambda k: -tuning_s.get(k, 0.0))
+    tasks = {f"{cfg.runs[k].label}_seed{s}": (cfg.entry_config(k, s, chosen[k]), k)
+             for k in order for s in range(cfg.first_seed, cfg.first_seed + cfg.seeds)}
     sweep = run_tasks(_one_seed, tasks, cfg.model_dump(mode="json"), out_dir, engine, workers, progress, "seeds")
     sweep.check_groups([e.label for e in cfg.runs], "entry")
     rows = summarise(cfg, sweep.ok, chosen)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import common
 from .engine import run_tasks
+from .records import Sweep
 
 
 class Tuning(BaseModel):
@@ -73,17 +74,35 @@ def choose(study: common.StudyConfig, tuning: Tuning, config_for: Callable, out_
     """Run the grid (``config_for(seed, updates)`` builds each run's config; runs ``<prefix><c>_seed<s>`` in
     ``study``'s folder) and return (the chosen updates, one row per combination with its mean validation
     accuracy and 95 % bootstrap interval)."""
-    combos = tuning.combos()
-    tasks = {f"{prefix}{c}_seed{s}": (config_for(s, common.merged(tuning.budget, **combo)), c)
-             for c, combo in enumerate(combos) for s in tuning.seeds}
+    return choose_each(study, [(tuning, config_for, prefix)], out_dir, engine, workers, progress)[0]
+
+
+def choose_each(study: common.StudyConfig, grids: list[tuple[Tuning, Callable, str]], out_dir, engine=None,
+                workers: int = 1, progress: bool = True) -> list[tuple[dict, list[dict]]]:
+    """``choose`` for several grids ``(tuning, config_for, prefix)`` at once: all their runs share one pool, so
+    no worker idles while a short grid waits for a long one. One (chosen updates, rows) per grid."""
+    tasks, owner = {}, {}
+    for g, (tuning, config_for, prefix) in enumerate(grids):
+        for c, combo in enumerate(tuning.combos()):
+            for s in tuning.seeds:
+                key = f"{prefix}{c}_seed{s}"
+                tasks[key], owner[key] = (config_for(s, common.merged(tuning.budget, **combo)), c), g
     sweep = run_tasks(_tune_run, tasks, study.model_dump(mode="json"), out_dir, engine, workers, progress, "tuning",
                       study=type(study).__module__.rpartition(".")[2])
-    sweep.check_groups([f"combination {c}" for c in range(len(combos))], "combo")
+    return [_judge(tuning, Sweep([r for key, r in zip(tasks, sweep.records) if owner[key] == g], sweep.engine), prefix)
+            for g, (tuning, _, prefix) in enumerate(grids)]
+
+
+def _judge(tuning: Tuning, sweep: Sweep, prefix: str) -> tuple[dict, list[dict]]:
+    combos = tuning.combos()
+    sweep.check_groups([f"{prefix}{c}" for c in range(len(combos))], "combo")
     rows = []
     for c, combo in enumerate(combos):
-        acc = [r["validation_accuracy"] for r in sweep.ok if r["combo"] == c]
+        ok = [r for r in sweep.ok if r["combo"] == c]
+        acc = [r["validation_accuracy"] for r in ok]
         rows.append({"combo": c, "updates": combo, "n_seeds": len(acc), "mean_validation_accuracy": float(np.mean(acc)),
-                     "ci95": common.bootstrap_interval(acc, key=1000 + c)})
+                     "ci95": common.bootstrap_interval(acc, key=1000 + c),
+                     "mean_wall_s": float(np.mean([r["wall_s"] for r in ok]))})
     best = max(rows, key=lambda r: (r["mean_validation_accuracy"], -r["combo"]))
     return combos[best["combo"]], rows
 
