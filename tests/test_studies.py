@@ -164,6 +164,9 @@ def test_regions_smoke(tmp_path, capsys):
     for key in ("affected_nudge_response", "affected_input_sensitivity", "accuracy"):
         vals = np.asarray(frac["all"][key]["per_seed"])
         assert vals.shape == (cfg.seeds, len(cfg.snapshots)) and np.all((vals >= 0) & (vals <= 1))
+        ci = np.asarray(frac["all"][key]["ci95"])  # a bootstrap interval of the mean over seeds, per snapshot
+        assert np.all((ci[:, 0] <= vals.mean(0) + 1e-12) & (vals.mean(0) <= ci[:, 1] + 1e-12))
+        assert np.all((ci[:, 0] >= vals.min(0)) & (ci[:, 1] <= vals.max(0)))
     first = res["runs"][0]["snapshots"]
     assert np.all(np.asarray(first[0]["abs_dw_since_start"]) == 0)  # step 0 is the initial parameters
     assert np.any(np.asarray(first[-1]["abs_dw_since_start"]) > 0)
@@ -217,7 +220,7 @@ def test_shipped_configs_validate(name):
     module = {"xor_success": xor_success, "xor_size": xor_size, "skip_control": skip_control, "regions": regions,
               "iris_size": iris_size, "nudge_costs": nudge_costs, "replicate": replicate}[name]
     cfg = load_yaml_model(CONFIGS / {"replicate": "mnist.yaml"}.get(name, f"{name}.yaml"), module.Config)
-    assert cfg.seeds >= {"xor_success": 50, "xor_size": 100, "skip_control": 20, "regions": 1, "iris_size": 5,
+    assert cfg.seeds >= {"xor_success": 50, "xor_size": 100, "skip_control": 20, "regions": 20, "iris_size": 5,
                          "nudge_costs": 20, "replicate": 5}[name]
     if name == "replicate":
         assert load_yaml_model(CONFIGS / "digits.yaml", module.Config).seeds >= 20

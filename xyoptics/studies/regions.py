@@ -11,7 +11,7 @@ Measured, at the optimizer steps listed in ``snapshots`` (step 0 = the initial p
 Classification (per snapshot, over the non-input sites): a site is **affected** when its response is at least
 ``threshold`` times the largest response of any non-input site at that snapshot, r_i >= threshold * max_j r_j,
 and **marginal** otherwise; likewise for the input sensitivity. The fractions are reported per seed and as
-mean +- std over seeds. The relative threshold makes the fractions independent of the overall response scale
+mean over seeds with a 95 % bootstrap interval. The relative threshold makes the fractions independent of the overall response scale
 (which grows with beta); its value (default 0.1) is a choice, not a result.
 
 How the snapshots are taken: the training loop (``xyoptics.lab.trainer.Trainer``) calls back after every optimizer
@@ -180,18 +180,22 @@ GROUPS = ("all", "trained", "not_trained")
 
 
 def aggregate(runs: list[dict], steps: list[int]) -> dict:
-    """Mean / std / per-seed values of the affected fractions and the accuracy at every snapshot, for all seeds
+    """Mean, std, 95 % bootstrap interval of the mean and per-seed values of the affected fractions and the
+    accuracy at every snapshot, for all seeds
     and split by whether a seed ends trained (every pattern right from every start at the last snapshot)."""
     trained = [r["snapshots"][-1]["accuracy"] == 1.0 for r in runs]
     members = {"all": runs, "trained": [r for r, t in zip(runs, trained) if t],
                "not_trained": [r for r, t in zip(runs, trained) if not t]}
     out = {"step": steps, "trained_seeds": [r["seed"] for r in members["trained"]]}
-    for group, rs in members.items():
+    for g, (group, rs) in enumerate(members.items()):
         out[group] = {"n_seeds": len(rs)}
-        for key in [f"affected_{m}" for m in MAPS] + ["accuracy"]:
+        for q, key in enumerate([f"affected_{m}" for m in MAPS] + ["accuracy"]):
             vals = np.array([[s[key] for s in r["snapshots"]] for r in rs]).reshape(len(rs), len(steps))
             out[group][key] = {"mean": vals.mean(0).tolist() if rs else None,
-                               "std": vals.std(0).tolist() if rs else None, "per_seed": vals.tolist()}
+                               "std": vals.std(0).tolist() if rs else None,
+                               "ci95": [common.bootstrap_interval(vals[:, k], key=100 * (4 * g + q) + k)
+                                        for k in range(len(steps))] if rs else None,
+                               "per_seed": vals.tolist()}
     return out
 
 
@@ -205,12 +209,12 @@ def plot_fractions(agg: dict, n_free: int, threshold: float, path: Path) -> Path
                           ("affected_input_sensitivity", "affected (input sensitivity)"), ("accuracy", "accuracy")]:
             if g[key]["mean"] is None:
                 continue
-            m, s = np.asarray(g[key]["mean"]), np.asarray(g[key]["std"])
+            m, ci = np.asarray(g[key]["mean"]), np.asarray(g[key]["ci95"])
             ax.plot(x, m, ls="--" if key == "accuracy" else "-", marker="o", ms=3, label=name)
-            ax.fill_between(x, m - s, m + s, alpha=0.15)
+            ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.15)
         ax.set_xscale("symlog", linthresh=max(1.0, x[1]))
         ax.set(xlabel="training step", ylim=(-0.02, 1.02),
-               title=f"{group.replace('_', ' ')} seeds ({g['n_seeds']}), mean +- std")
+               title=f"{group.replace('_', ' ')} seeds ({g['n_seeds']}), mean and 95 % CI")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"fraction of {n_free} non-input sites (marginal = 1 - affected)")
     for ax in axes:
@@ -224,7 +228,10 @@ def plot_fractions(agg: dict, n_free: int, threshold: float, path: Path) -> Path
 
 
 def _cell(g: dict, key: str, k: int) -> str:
-    return "—" if g[key]["mean"] is None else f"{100 * g[key]['mean'][k]:.0f} ± {100 * g[key]['std'][k]:.0f}"
+    if g[key]["mean"] is None:
+        return "—"
+    lo, hi = g[key]["ci95"][k]
+    return f"{100 * g[key]['mean'][k]:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
 def table(agg: dict) -> str:
