@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from xyoptics.config import ConfigError, load_yaml_model
-from xyoptics.studies import engine, records, xor_success
+from xyoptics.studies import engine, folderlock, records, xor_success
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "studies" / "xor_success.yaml"
@@ -166,6 +166,31 @@ def test_another_config_in_the_folder_is_refused(tmp_path, capsys):
     assert xor_success.main([other, "--out", str(out), "--quiet", "--restart"]) == 0
     assert "discarded 4 run records" in capsys.readouterr().err
     assert json.loads((out / "results.json").read_text())["config"]["strict_starts"] == 2
+
+
+def test_a_folder_driven_by_another_process_is_refused(tmp_path, capsys):
+    """Two drivers on one folder would run the same runs twice and overwrite records; --restart in the second
+    would delete the first one's. The second is refused, naming the first, until the first one ends."""
+    out = tmp_path / "out"
+    xor_success.run(smoke(), out, progress=False)
+    before = stored(out)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from xyoptics.studies.folderlock import "
+                               "hold_study_folder\nwith hold_study_folder(sys.argv[1]):\n print('held', flush=True)"
+                               "\n sys.stdin.readline()", str(out)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=f"in use by another running study \\(pid {holder.pid} "):
+            xor_success.run(smoke(), out, progress=False)
+        assert xor_success.main([config_file(tmp_path, smoke()), "--out", str(out), "--quiet", "--restart"]) == 2
+        assert "in use by another running study" in capsys.readouterr().err
+        assert stored(out) == before  # nothing discarded, nothing rewritten
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
+    assert xor_success.main([config_file(tmp_path, smoke()), "--out", str(out), "--quiet"]) == 0  # free again
+    with folderlock.hold_study_folder(out), folderlock.hold_study_folder(out):  # re-entrant in one process
+        xor_success.run(smoke(), out, progress=False)
 
 
 def test_engine_options_on_the_command_line(tmp_path, capsys, monkeypatch):

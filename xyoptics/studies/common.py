@@ -28,6 +28,7 @@ from ..config import TrainConfig
 from ..core.files import write_json_atomic, write_text_atomic
 from ..core.schema import ConfigError, describe, load_yaml_model
 from .engine import ENGINES, EngineUnavailable, StudyStopped, ensure_finished, make_engine, run_tasks
+from .folderlock import hold_study_folder
 from .records import StudyIncomplete, Sweep, clear_records
 
 STUDY_SET = ("architecture", "seed")  # training fields a study sets itself
@@ -249,13 +250,16 @@ def run_main(name: str, argv: Sequence[str] | None = None) -> int:
         return 2
     if args.smoke:
         cfg = cfg.smoke()
-    if args.restart:
-        print(f"{name}: --restart discarded {clear_records(args.out)} run records in {args.out}", file=sys.stderr)
     again = shlex.join(["xyoptics", "study", name,
                         *(a for a in (sys.argv[1:] if argv is None else argv) if a != "--restart")])
     t0 = time.perf_counter()
     try:
-        results = module.run(cfg, args.out, progress=not args.quiet, workers=engine.workers or 1, engine=engine)
+        with hold_study_folder(args.out):  # held from --restart to the summary: no second driver slips in
+            if args.restart:
+                print(f"{name}: --restart discarded {clear_records(args.out)} run records in {args.out}",
+                      file=sys.stderr)
+            results = module.run(cfg, args.out, progress=not args.quiet, workers=engine.workers or 1,
+                                 engine=engine)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..lab.stopping import stop_on_signals
+from .folderlock import hold_study_folder
 from .records import RunRecords, Sweep
 
 # OMP_NUM_THREADS = 1 also keeps the compiled relaxation (core.fused) to one thread per worker
@@ -289,19 +290,21 @@ def run_tasks(fn: Callable, tasks: dict[str, Any], config: dict, out_dir: str | 
     """Run ``fn(task)`` for every ``key: task`` whose record in ``out_dir/runs`` is not ``ok`` yet, on
     ``engine`` (default ``LocalEngine(workers)``), writing each record as its run ends; returns all records.
     ``config`` (the study config as JSON) claims the folder for ``study`` (default: the name of ``fn``'s
-    module): another study or config there is a ``ConfigError``."""
+    module): another study or config there is a ``ConfigError``, and so is a folder another process is
+    driving a study in (``StudyFolderBusy``)."""
     engine = engine or LocalEngine(workers)
     ref = function_ref(fn)
-    store = RunRecords(out_dir, study or ref[0].rpartition(".")[2], config)
-    pending = {key: task for key, task in tasks.items() if not store.is_done(key)}
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc=desc, unit="run", disable=not progress)
-    try:
-        if pending:
-            with engine.started(len(pending)) as runner, stop_on_signals() as stop:
-                _drive(runner, ref, pending, store, bar, stop)
-    finally:
-        bar.close()
-    return Sweep([store.get(key) for key in tasks], engine.describe())
+    with hold_study_folder(out_dir):
+        store = RunRecords(out_dir, study or ref[0].rpartition(".")[2], config)
+        pending = {key: task for key, task in tasks.items() if not store.is_done(key)}
+        bar = tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc=desc, unit="run", disable=not progress)
+        try:
+            if pending:
+                with engine.started(len(pending)) as runner, stop_on_signals() as stop:
+                    _drive(runner, ref, pending, store, bar, stop)
+        finally:
+            bar.close()
+        return Sweep([store.get(key) for key in tasks], engine.describe())
 
 
 def _drive(runner, ref, pending: dict[str, Any], store: RunRecords, bar, stop) -> None:
