@@ -224,6 +224,7 @@ def test_shipped_configs_validate(name):
                          "nudge_costs": 20, "replicate": 5}[name]
     if name == "replicate":
         assert load_yaml_model(CONFIGS / "digits.yaml", module.Config).seeds >= 20
+        assert load_yaml_model(CONFIGS / "mnist_cnn.yaml", module.Config).seeds >= 5
 
 
 def test_typos_are_rejected(tmp_path):

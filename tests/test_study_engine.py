@@ -205,6 +205,36 @@ def test_engine_options_on_the_command_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "x").exists()
 
 
+def _stubborn_worker(ready) -> None:
+    """Like a pool worker deep in an evaluation: SIGTERM only asks it to stop after the step."""
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    ready.set()
+    time.sleep(120)
+
+
+def _polite_worker(ready) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not whatever handler the forking test process had
+    ready.set()
+    time.sleep(120)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the stubborn worker is forked")
+def test_ending_the_pool_kills_a_worker_that_outlives_its_grace():
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    ready = [ctx.Event(), ctx.Event()]
+    stubborn = ctx.Process(target=_stubborn_worker, args=(ready[0],))
+    polite = ctx.Process(target=_polite_worker, args=(ready[1],))
+    stubborn.start()
+    polite.start()
+    assert ready[0].wait(10) and ready[1].wait(10)
+    t0 = time.monotonic()
+    engine._end_workers([stubborn, polite], grace_s=0.5)
+    assert time.monotonic() - t0 < 10  # not the 120 s the stubborn worker would sleep
+    assert not stubborn.is_alive() and stubborn.exitcode == -signal.SIGKILL
+    assert not polite.is_alive() and polite.exitcode == -signal.SIGTERM
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_study_and_records_the_run_in_flight(tmp_path):
     """A real SIGTERM to a study process: the training in flight stops at a step boundary and is recorded

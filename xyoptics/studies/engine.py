@@ -49,6 +49,7 @@ from .records import RunRecords, Sweep
 # OMP_NUM_THREADS = 1 also keeps the compiled relaxation (core.fused) to one thread per worker
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 POLL_S = 0.5  # how often the driving loop looks for a stop request while runs are in flight
+END_GRACE_S = 5.0  # how long pool workers get to end after SIGTERM before they are killed
 ENGINES = ("local", "ray")
 
 
@@ -202,9 +203,22 @@ class LocalEngine:
                 yield _Pool(pool, self.workers)
             finally:  # runs still in flight after a stop or an error are ended, not waited for (the executor has
                 # no public way to end its workers before Python 3.14, hence _processes)
-                for process in list((getattr(pool, "_processes", None) or {}).values()):
-                    process.terminate()
+                _end_workers(list((getattr(pool, "_processes", None) or {}).values()))
                 pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _end_workers(processes: list, grace_s: float = END_GRACE_S) -> None:
+    """SIGTERM every worker, then SIGKILL those still alive after ``grace_s``: a worker's training takes SIGTERM
+    as "stop after this step", and a step or an evaluation may take minutes (their records are already written
+    ``stopped`` by the driving process)."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 class _Ray:
