@@ -185,7 +185,8 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], out_dir: Path) -> list[str]:
-    """success_vs_length.png and response_range.png: one panel per lattice, skip and control against l."""
+    """success_vs_length.png (with the looser reached-once rate, hollow) and response_range.png: one panel per
+    lattice, skip and control against l."""
     lattices = sorted({r["lattice"] for r in rows}, key=lambda s: int(s.split("x")[0]))
     names = []
     for fname, key, ylabel in (("success_vs_length.png", "success", "success rate (all starts correct)"),
@@ -202,9 +203,15 @@ def plot(rows: list[dict], out_dir: Path) -> list[str]:
                 else:
                     y = np.array([np.nan if r[key]["mean"] is None else r[key]["mean"] for r in pts])
                     lohi = np.array([r[key]["ci95"] for r in pts], float).T
-                ax.errorbar(x, y, yerr=np.abs(lohi - y), fmt=fmt, capsize=3,
-                            label="skips shorten the path" if kind == "skip" else "control: same distance")
+                label = "skips shorten the path" if kind == "skip" else "control: same distance"
+                bars = ax.errorbar(x, y, yerr=np.abs(lohi - y), fmt=fmt, capsize=3, label=label)
+                if key == "success" and all(r["reached"] is not None for r in pts):
+                    ax.plot(x, [r["reached"] / r["n_seeds"] for r in pts], fmt[0] + ":", mfc="none",
+                            color=bars.lines[0].get_color(), label=f"{label}: reached 100 % once")
             ax.set(xlabel="skip length l (1: plain lattice)", ylabel=ylabel, title=f"{lat}, XOR")
+            if key == "success":  # room above 1 for the legend
+                ax.set_ylim(-0.02, 1.4)
+                ax.set_yticks(np.linspace(0, 1, 6))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         common.save_figure(fig, out_dir / fname)
