@@ -225,13 +225,12 @@ def test_shipped_configs_validate(name):
     if name == "replicate":
         assert load_yaml_model(CONFIGS / "digits.yaml", module.Config).seeds >= 20
         assert load_yaml_model(CONFIGS / "mnist_cnn.yaml", module.Config).seeds >= 5
-    if name == "xor_success":  # the same study under the optical nudges: only ep differs
-        for variant in ("cosine", "adaptive"):
-            other = load_yaml_model(CONFIGS / f"xor_success_{variant}.yaml", module.Config)
-            assert other.model_dump(exclude={"train"}) == cfg.model_dump(exclude={"train"})
-            assert {k: v for k, v in other.train.items() if k != "ep"} == {
-                k: v for k, v in cfg.train.items() if k != "ep"}
-            assert other.train["ep"]["cost"] == "cosine"
+    variants = {"xor_success": ("cosine", "adaptive"), "iris_size": ("adaptive",)}.get(name, ())
+    for variant in variants:  # the same study under the optical nudges: only ep differs
+        other = load_yaml_model(CONFIGS / f"{name}_{variant}.yaml", module.Config)
+        assert other.model_dump(exclude={"train"}) == cfg.model_dump(exclude={"train"})
+        assert {k: v for k, v in other.train.items() if k != "ep"} == {k: v for k, v in cfg.train.items() if k != "ep"}
+        assert other.train["ep"]["cost"] == "cosine"
 
 
 def test_typos_are_rejected(tmp_path):
