@@ -17,7 +17,7 @@ from calibration.session import CalibrationFailed, RigSession
 from calibration.spots import measure_path_offsets, measure_spot_map, path_offsets_truth_error, spot_map_truth_error
 from calibration.store import CalibrationStore
 from calibration.timing import measure_settle_time, settle_truth_error
-from calibration.transfer import measure_transfer, transfer_truth_error
+from calibration.transfer import measure_transfer
 from drivers.shutter import SerialShutter, ShutterError
 from drivers.simulated_rig import RigCamera, RigSLM
 from xyoptics.cli import main

@@ -3,9 +3,7 @@
 import functools
 import gzip
 import hashlib
-import http.server
 import re
-import threading
 from pathlib import Path
 
 import numpy as np

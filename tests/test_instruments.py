@@ -93,7 +93,6 @@ def test_instrument_side_refusal_and_bad_resources(tmp_path):
 
 def test_session_instruments_are_left_safe_even_on_error():
     from drivers.instruments import open_instruments
-    from drivers.shutter import SerialShutter
     from xyoptics.hil.rig import LaserConfig
 
     config = LaserConfig(resource="ASRL1::INSTR", backend="sim", power_mw=50.0, max_power_mw=100.0)

@@ -1,15 +1,12 @@
 """The MNIST local-layers study on small generated IDX files: run, reuse, resume, table and figure."""
 
-import json
-
 import numpy as np
 import pytest
-import yaml
 
 from xyoptics.config import ConfigError
 from xyoptics.core.files import read_json
 from xyoptics.data.idx import write_idx
-from xyoptics.studies import common, mnist_local
+from xyoptics.studies import mnist_local
 
 
 def fake_mnist(folder, rng):

@@ -13,7 +13,7 @@ from drivers.simulated_rig import RigCamera, RigSLM
 from xyoptics.cli import main
 from xyoptics.hil.layout import LayoutConfig, RigTopology
 from xyoptics.hil.optical import OpticalXYMachine
-from xyoptics.hil.rig import load_rig, probe_network
+from xyoptics.hil.rig import probe_network
 from xyoptics.hil.selftest import SelfTestFailed, light_path_check
 
 logging.getLogger("slmsuite").setLevel(logging.WARNING)
