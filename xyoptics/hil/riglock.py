@@ -5,7 +5,7 @@ never deadlock: an ``flock`` on ``<lock dir>/<sha256 of key>.lock``, holding the
 argv, purpose, start time, key), cleared on every exit. A busy lock raises ``RigBusy`` naming holder and device.
 The OS drops a dead process's flock, so a file still naming a holder while its flock is free is stale: it is
 taken over and reported (``RigLock.stale`` and a ``StaleRigLock`` warning). Lock files are never deleted
-(unlinking races with the next taker); a free one is empty.
+(unlinking races with the next taker); a free one is empty. The locking itself is ``xyoptics.core.exclusive``.
 
 Device keys. SLM, camera: ``role:class`` plus canonical JSON of the identifying kwargs only, those named like a
 unit (serial, sn, id, index, identifier, device, port, host, address, resource, url, preselect, config,
@@ -25,36 +25,21 @@ replaces flock (untested), and the holder's pid is not probed (``os.kill`` would
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import os
-import shlex
-import socket
-import sys
-import threading
 import warnings
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
+from ..core import exclusive
+from ..core.exclusive import describe_holder
 from ..core.schema import ConfigError
-
-try:
-    import fcntl
-    msvcrt = None
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
-    try:
-        import msvcrt
-    except ImportError:
-        msvcrt = None
 
 _NAMES = frozenset({"serial", "sn", "id", "index", "identifier", "device", "port", "host", "address", "resource",
                     "url", "preselect", "config", "rig_name"})
 _SUFFIXES = ("_serial", "_number", "_id", "_index", "_port", "_address", "_host", "_url")
-_WIN_OFFSET = 1 << 30  # msvcrt locks are mandatory: lock a byte far past the holder info, which stays readable
 
 
 class RigBusy(ConfigError):
@@ -64,7 +49,7 @@ class RigBusy(ConfigError):
         self.rig, self.key, self.holder, self.path = rig, key, holder, path
         who = describe_holder(holder) if holder else "another process that has not recorded itself yet"
         note = (" (that process no longer runs: a process it started may still hold the lock)"
-                if holder and _running(holder) is False else "")
+                if holder and exclusive.running(holder) is False else "")
         super().__init__(f"rig {rig!r} is busy: {key} is in use by {who}{note}; lock file {path}")
 
 
@@ -110,35 +95,6 @@ def device_keys(rig) -> list[str]:
     return sorted(keys)
 
 
-def describe_holder(info: dict) -> str:
-    """One line: pid, user@host, purpose, start time, command line."""
-    return (f"pid {info.get('pid')} ({info.get('user')}@{info.get('host')}) for {info.get('purpose')!r} "
-            f"since {info.get('started')}, command: {shlex.join(map(str, info.get('argv') or [])) or '?'}")
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no name for this uid (containers)
-        return str(os.getuid()) if hasattr(os, "getuid") else "?"
-
-
-def _running(info: dict) -> bool | None:
-    """Whether the holder's pid runs: None when it cannot be told (other host, bad pid, not POSIX)."""
-    pid = info.get("pid")
-    if os.name != "posix" or info.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it runs, under another user
-    except OSError:
-        return None
-    return True
-
-
 def lock_directory(lock_dir=None) -> Path:
     """The lock directory, created (mode 0700) if missing. A default directory that exists must be a directory
     owned by this user (it is then set to 0700); an explicit one (argument or ``$XYOPTICS_LOCK_DIR``) is used
@@ -149,7 +105,7 @@ def lock_directory(lock_dir=None) -> Path:
     elif os.environ.get("XDG_RUNTIME_DIR"):
         path = Path(os.environ["XDG_RUNTIME_DIR"]) / "xyoptics-locks"
     else:  # /tmp, not $TMPDIR: two shells with different TMPDIRs must still meet
-        uid = os.getuid() if hasattr(os, "getuid") else _user()
+        uid = os.getuid() if hasattr(os, "getuid") else exclusive.user()
         path = Path("/tmp" if os.name == "posix" else os.environ.get("TEMP", ".")) / f"xyoptics-locks-{uid}"
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -166,98 +122,22 @@ def lock_directory(lock_dir=None) -> Path:
     return path
 
 
-def _lock(fd: int, take: bool) -> bool:
-    """Take (non-blocking; False if held elsewhere) or drop the exclusive lock on ``fd``."""
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, (fcntl.LOCK_EX | fcntl.LOCK_NB) if take else fcntl.LOCK_UN)
-        else:  # pragma: no cover - Windows
-            os.lseek(fd, _WIN_OFFSET, os.SEEK_SET)
-            msvcrt.locking(fd, msvcrt.LK_NBLCK if take else msvcrt.LK_UNLCK, 1)
-    except OSError as exc:
-        if take and (fcntl is None or isinstance(exc, BlockingIOError)):
-            return False
-        raise
-    return True
-
-
-def _read(fd: int) -> dict | None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    raw = os.read(fd, 1 << 16).decode("utf-8", "replace").strip()
-    with suppress(ValueError):
-        if isinstance(info := json.loads(raw), dict):
-            return info
-    return {"unreadable": raw[:200]} if raw else None
-
-
-_held: dict[str, list] = {}  # lock file -> [fd, count]; this process's locks
-_guard = threading.RLock()
-
-
-def _forget_in_child() -> None:
-    """After fork: the child closes (never unlocks) the inherited descriptors; the parent keeps its locks."""
-    global _guard
-    _guard = threading.RLock()
-    for fd, _ in _held.values():
-        with suppress(OSError):
-            os.close(fd)
-    _held.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_in_child)
-
-
 def _acquire(rig: str, key: str, path: Path, holder: dict) -> dict | None:
     """Take one lock (or count a re-entry); return the stale holder taken over, if any."""
-    with _guard:
-        if str(path) in _held:
-            _held[str(path)][1] += 1
-            return None
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-        fd = os.open(path, flags, 0o666)
-        try:
-            if not _lock(fd, True):
-                raise RigBusy(rig, key, _read(fd), path)
-            old = _read(fd)
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, (json.dumps({**holder, "key": key}, indent=1) + "\n").encode())
-        except BaseException:
-            os.close(fd)
-            raise
-        _held[str(path)] = [fd, 1]
+    old = exclusive.acquire(path, {**holder, "key": key}, lambda info: RigBusy(rig, key, info, path))
     reason = {False: "its process no longer runs", True: "its pid now belongs to another process",
-              None: "its process cannot be checked from here"}[_running(old)] if old else None
+              None: "its process cannot be checked from here"}[exclusive.running(old)] if old else None
     return old and {**old, "key": key, "lock_file": str(path), "reason": reason}
-
-
-def _release(path: Path) -> None:
-    with _guard:
-        entry = _held.get(str(path))
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1]:
-            return
-        del _held[str(path)]
-    fd = entry[0]
-    with suppress(OSError):  # clear the holder; closing drops the lock whatever else failed
-        os.ftruncate(fd, 0)
-    with suppress(OSError):
-        _lock(fd, False)
-    os.close(fd)
 
 
 @contextmanager
 def rig_lock(rig, purpose: str, lock_dir=None):
     """Hold every device lock of ``rig`` for the block and yield a ``RigLock``; raise ``RigBusy`` if another
     process holds any of them (locks taken so far are released). Released on every exit."""
-    if fcntl is None and msvcrt is None:  # pragma: no cover
+    if not exclusive.AVAILABLE:  # pragma: no cover
         raise ConfigError("rig locking needs fcntl or msvcrt, which this platform lacks")
     directory = lock_directory(lock_dir)
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "argv": list(sys.argv),
-              "purpose": purpose, "started": datetime.now().astimezone().isoformat(timespec="seconds")}
+    holder = exclusive.holder_info(purpose)
     lock = RigLock(rig.name, purpose, device_keys(rig), directory)
     taken: list[Path] = []
     try:
@@ -272,4 +152,4 @@ def rig_lock(rig, purpose: str, lock_dir=None):
         yield lock
     finally:
         for path in reversed(taken):
-            _release(path)
+            exclusive.release(path)

@@ -1,33 +1,24 @@
 """One driving process per study folder: an exclusive lock on ``OUT/study.lock`` while a study runs there.
 
 Two processes driving the same folder would train the same runs twice and overwrite each other's records
-(and ``--restart`` in one would delete the records the other is writing). ``hold_study_folder(out)`` takes a
-non-blocking ``flock`` on ``OUT/study.lock`` and writes the holder (pid, host, command line, start time) into
-it; a second process is refused with a ``StudyFolderBusy`` that names the holder. The lock is re-entrant
-within one process (the command line holds it around the whole study, every ``run_tasks`` inside takes it
-again), cleared on exit, and dropped by the OS when the holding process dies, so a crash leaves nothing to
-clean up. Worker processes never take it. Where ``fcntl`` is missing (Windows) folders are not locked.
+(and ``--restart`` in one would delete the records the other is writing). ``hold_study_folder(out)`` takes the
+lock (``xyoptics.core.exclusive``: non-blocking, the holder's pid, host, command line and start time written
+into the file) and a second process is refused with a ``StudyFolderBusy`` that names the holder. The lock is
+re-entrant within one process (the command line holds it around the whole study, every ``run_tasks`` inside
+takes it again), cleared on exit, and dropped by the OS when the holding process dies, so a crash leaves
+nothing to clean up. Worker processes never take it. Where the platform has no file locks, folders are not
+locked.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import sys
-from contextlib import contextmanager, suppress
-from datetime import datetime
+from contextlib import contextmanager
 from pathlib import Path
 
+from ..core import exclusive
 from ..core.schema import ConfigError
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
-
 LOCK = "study.lock"
-_held: dict[str, list] = {}  # resolved folder -> [fd, depth] for this process
 
 
 class StudyFolderBusy(ConfigError):
@@ -40,45 +31,18 @@ def hold_study_folder(out_dir: str | Path):
     another process holds it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = str(out_dir.resolve())
-    if fcntl is None:  # pragma: no cover - Windows
+    if not exclusive.AVAILABLE:  # pragma: no cover
         yield
         return
-    if key in _held:
-        _held[key][1] += 1
-    else:
-        _held[key] = [_take(out_dir / LOCK), 1]
+    path = out_dir.resolve() / LOCK
+    exclusive.acquire(path, exclusive.holder_info("study"), lambda info: _busy(out_dir, info))
     try:
         yield
     finally:
-        _held[key][1] -= 1
-        if not _held[key][1]:
-            fd = _held.pop(key)[0]
-            with suppress(OSError):
-                os.ftruncate(fd, 0)
-            os.close(fd)  # closing drops the flock
+        exclusive.release(path)
 
 
-def _take(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 1 << 14).decode("utf-8", "replace").strip()
-        os.close(fd)
-        try:
-            info = json.loads(holder)
-            who = f"pid {info['pid']} on {info['host']} since {info['started']}: {' '.join(info['argv'])}"
-        except (ValueError, KeyError, TypeError):
-            who = "another process"
-        raise StudyFolderBusy(f"{path.parent} is in use by another running study ({who}); wait for it to end "
-                              f"or stop it (Ctrl-C / kill, it records what it has), then run the command "
-                              f"again") from None
-    except BaseException:
-        os.close(fd)
-        raise
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv,
-              "started": datetime.now().astimezone().isoformat(timespec="seconds")}
-    os.ftruncate(fd, 0)
-    os.write(fd, (json.dumps(holder) + "\n").encode())
-    return fd
+def _busy(out_dir: Path, info: dict | None) -> StudyFolderBusy:
+    who = exclusive.describe_holder(info) if info else "another process that has not recorded itself yet"
+    return StudyFolderBusy(f"{out_dir} is in use by another running study ({who}); wait for it to end or stop "
+                           f"it (Ctrl-C / kill, it records what it has), then run the command again")
