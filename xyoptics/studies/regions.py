@@ -11,8 +11,8 @@ Measured, at the optimizer steps listed in ``snapshots`` (step 0 = the initial p
 Classification (per snapshot, over the non-input sites): a site is **affected** when its response is at least
 ``threshold`` times the largest response of any non-input site at that snapshot, r_i >= threshold * max_j r_j,
 and **marginal** otherwise; likewise for the input sensitivity. The fractions are reported per seed and as
-mean over seeds with a 95 % bootstrap interval. The relative threshold makes the fractions independent of the overall response scale
-(which grows with beta); its value (default 0.1) is a choice, not a result.
+mean over seeds with a 95 % bootstrap interval. The relative threshold makes the fractions independent of the
+overall response scale (which grows with beta); its value (default 0.1) is a choice, not a result.
 
 How the snapshots are taken: the training loop (``xyoptics.lab.trainer.Trainer``) calls back after every optimizer
 step with its committed state; at a scheduled step the maps are measured on that state's parameters with the
@@ -181,8 +181,8 @@ GROUPS = ("all", "trained", "not_trained")
 
 def aggregate(runs: list[dict], steps: list[int]) -> dict:
     """Mean, std, 95 % bootstrap interval of the mean and per-seed values of the affected fractions and the
-    accuracy at every snapshot, for all seeds
-    and split by whether a seed ends trained (every pattern right from every start at the last snapshot)."""
+    accuracy at every snapshot, for all seeds and split by whether a seed ends trained (every pattern right from
+    every start at the last snapshot)."""
     trained = [r["snapshots"][-1]["accuracy"] == 1.0 for r in runs]
     members = {"all": runs, "trained": [r for r, t in zip(runs, trained) if t],
                "not_trained": [r for r, t in zip(runs, trained) if not t]}
